@@ -1,0 +1,171 @@
+//! Wire types shared by the scheduler and the workers: JSON on the wire, with a schema version
+//! field `v` on every message.
+//!
+//! Decoding checks the version before the body, so a message from a newer scheduler is rejected
+//! with a reason the dead-letter queue can carry ("unsupported version 2"), not misread as a
+//! malformed one or silently half-understood.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Who is waiting: interactive work is served before batch work already queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Interactive,
+    Batch,
+}
+
+/// One prompt with one seed: the unit a worker takes from the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub v: u32,
+    pub id: String,
+    pub request_id: String,
+    pub tenant: String,
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance_scale: f32,
+    /// A sampler name as the CLI takes it (`pndm`, `ddim`, `euler`, `euler-a`, `dpmpp-2m`).
+    pub sampler: String,
+    pub upscale: bool,
+    /// `png`, `jpeg` or `webp`.
+    pub format: String,
+    pub priority: Priority,
+    /// Unix milliseconds after which the result is no longer wanted.
+    pub deadline_ms: Option<u64>,
+    /// 0 on the first delivery; incremented on each retry.
+    pub attempt: u32,
+}
+
+/// Progress or end of a job, with stage timings when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub v: u32,
+    pub job_id: String,
+    pub request_id: String,
+    pub kind: EventKind,
+    /// Milliseconds per pipeline stage (tokenize, text_encoder, unet_total, ...).
+    #[serde(default)]
+    pub timings_ms: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Step { step: u32, total: u32 },
+    Succeeded { images: Vec<ImageRef> },
+    Failed { reason: String, retryable: bool },
+    Cancelled,
+}
+
+/// An image stored by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    pub key: String,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is not JSON with a numeric `v` field: {0}")]
+    NoVersion(serde_json::Error),
+    #[error("unsupported schema version {found}; this build reads version {SCHEMA_VERSION}")]
+    UnsupportedVersion { found: u32 },
+    #[error("malformed version-{SCHEMA_VERSION} message: {0}")]
+    Malformed(serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+/// Decodes a message, checking its version first.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let VersionOnly { v } = serde_json::from_slice(bytes).map_err(DecodeError::NoVersion)?;
+    if v != SCHEMA_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: v });
+    }
+    serde_json::from_slice(bytes).map_err(DecodeError::Malformed)
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no custom impls.
+    serde_json::to_vec(message).expect("wire types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            v: SCHEMA_VERSION,
+            id: "job-1".into(),
+            request_id: "req-1".into(),
+            tenant: "acme".into(),
+            model: "tiny-sd-clip".into(),
+            prompt: "一件红色的丝绸连衣裙".into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            width: 256,
+            height: 256,
+            steps: 50,
+            guidance_scale: 7.5,
+            sampler: "pndm".into(),
+            upscale: true,
+            format: "png".into(),
+            priority: Priority::Interactive,
+            deadline_ms: None,
+            attempt: 0,
+        }
+    }
+
+    #[test]
+    fn job_round_trips() {
+        assert_eq!(decode::<Job>(&encode(&job())).unwrap(), job());
+    }
+
+    #[test]
+    fn event_round_trips() {
+        let event = Event {
+            v: SCHEMA_VERSION,
+            job_id: "job-1".into(),
+            request_id: "req-1".into(),
+            kind: EventKind::Succeeded {
+                images: vec![ImageRef { key: "acme/req-1/job-1-0.png".into(), bytes: 1234, width: 1024, height: 1024 }],
+            },
+            timings_ms: vec![("unet_total".into(), 1500.0)],
+        };
+        assert_eq!(decode::<Event>(&encode(&event)).unwrap(), event);
+    }
+
+    #[test]
+    fn unknown_version_is_named() {
+        let mut value = serde_json::to_value(job()).unwrap();
+        value["v"] = 2.into();
+        let error = decode::<Job>(value.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(error, DecodeError::UnsupportedVersion { found: 2 }), "{error}");
+    }
+
+    #[test]
+    fn garbage_and_missing_fields_are_rejected() {
+        assert!(matches!(decode::<Job>(b"not json"), Err(DecodeError::NoVersion(_))));
+        let error = decode::<Job>(br#"{"v":1,"id":"x"}"#).unwrap_err();
+        assert!(matches!(&error, DecodeError::Malformed(_)) && error.to_string().contains("missing field"), "{error}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Pipeline parity with diffusers, upscaler tiling, reproducibility and input checks, on the tiny
+//! models `tests/fixtures/make_models.py` exports (references come from diffusers in PyTorch).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Array4, Ix4};
+use ndarray_npy::ReadNpyExt;
+use rapid_engine::error::EngineError;
+use rapid_engine::marking::{OutputFormat, Provenance};
+use rapid_engine::output::{mark_and_encode, MarkOptions};
+use rapid_engine::parts::upscaler::{Tiling, Upscaler};
+use rapid_engine::pipeline::{GenerationRequest, Pipeline, Progress};
+use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use rapid_engine::samplers::SamplerKind;
+use serde::Deserialize;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn runtime() -> Runtime {
+    // A fixed thread count keeps results reproducible across machines with other core counts.
+    Runtime::new(&RuntimeOptions { intra_threads: Some(2), ..RuntimeOptions::default() })
+        .expect("ONNX Runtime did not load: run `bash deploy/setup.sh`")
+}
+
+fn npy<D: ndarray::Dimension>(path: &Path) -> ndarray::Array<f32, D> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ndarray::Array::<f32, D>::read_npy(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn no_progress() -> impl FnMut(Progress) -> ControlFlow<()> {
+    |_| ControlFlow::Continue(())
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    model: String,
+    prompt: String,
+    negative_prompt: String,
+    steps: usize,
+    guidance_scale: f32,
+    sampler: String,
+    latents: String,
+    expected: String,
+}
+
+/// The acceptance bound: within 2/255 per pixel of diffusers (PyTorch, fp32), before marking.
+#[test]
+fn images_match_diffusers_within_two_levels() {
+    let runtime = runtime();
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/pipeline/cases.json")).unwrap()).unwrap();
+    assert!(cases.len() >= 4, "expected PNDM and DPM++ cases for both models");
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    let mut report = Vec::new();
+    for case in &cases {
+        let pipeline = pipelines
+            .entry(case.model.clone())
+            .or_insert_with(|| Pipeline::load(&runtime, &repo().join(&case.model)).unwrap());
+        let mut request = GenerationRequest::new(&case.prompt);
+        request.negative_prompt = case.negative_prompt.clone();
+        request.steps = case.steps;
+        request.guidance_scale = case.guidance_scale;
+        request.sampler = case.sampler.parse::<SamplerKind>().unwrap();
+        request.init_latents = Some(npy::<Ix4>(&repo().join(&case.latents)));
+        request.upscale = false;
+        let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
+        let expected: Array3<f32> = npy(&repo().join(&case.expected)); // [H, W, 3]
+        let (h, w, _) = expected.dim();
+        assert_eq!(generated.image.dim(), (3, h, w), "{}: image size", case.name);
+        let mut worst = 0f32;
+        for ((c, y, x), &v) in generated.image.indexed_iter() {
+            worst = worst.max((v - expected[[y, x, c]]).abs() * 255.0);
+        }
+        report.push(format!("{}: max |diff| {worst:.4}/255", case.name));
+        assert!(worst <= 2.0, "{}: differs from diffusers by {worst}/255 (bound 2/255)", case.name);
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn tiled_upscaling_matches_untiled_within_one_level() {
+    let runtime = runtime();
+    let path = repo().join("tests/fixtures/models/tiny-sd-clip/upscaler/model.onnx");
+    let mut upscaler = Upscaler::load(&runtime, &path).unwrap();
+    let input: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_input.npy"));
+    let input = input.index_axis_move(ndarray::Axis(0), 0);
+    let whole = upscaler.upscale(input.view(), Tiling { tile: 0, overlap: 0 }).unwrap();
+
+    let reference: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_output.npy"));
+    let reference = reference.index_axis_move(ndarray::Axis(0), 0);
+    let vs_torch = max_abs_diff(&whole, &reference);
+    assert!(vs_torch < 1e-4, "untiled ONNX output differs from PyTorch by {vs_torch}");
+
+    for tiling in [Tiling { tile: 8, overlap: 16 }, Tiling { tile: 12, overlap: 16 }, Tiling::default()] {
+        let tiled = upscaler.upscale(input.view(), tiling).unwrap();
+        let diff = max_abs_diff(&tiled, &whole) * 255.0;
+        assert!(diff <= 1.0, "{tiling:?}: tiled differs from untiled by {diff}/255");
+    }
+}
+
+fn max_abs_diff(a: &Array3<f32>, b: &Array3<f32>) -> f32 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn render(pipeline: &mut Pipeline, seed: u64) -> Vec<u8> {
+    let mut request = GenerationRequest::new("a red silk dress");
+    request.seed = seed;
+    request.steps = 4;
+    let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
+    let provenance = Provenance {
+        model: "tiny-sd-clip".into(),
+        seed,
+        steps: 4,
+        sampler: "pndm".into(),
+        prompt: request.prompt.clone(),
+        negative_prompt: String::new(),
+        extra: vec![],
+    };
+    mark_and_encode(&generated.image, OutputFormat::Png, &MarkOptions::default(), &provenance).unwrap().bytes
+}
+
+#[test]
+fn same_seed_gives_identical_png_bytes() {
+    let runtime = runtime();
+    let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip")).unwrap();
+    let first = render(&mut pipeline, 42);
+    let second = render(&mut pipeline, 42);
+    assert!(first == second, "two runs with seed 42 gave different PNGs");
+    let other = render(&mut pipeline, 43);
+    assert!(first != other, "seeds 42 and 43 gave the same PNG: the seed is not used");
+}
+
+#[test]
+fn cancelling_stops_between_steps() {
+    let runtime = runtime();
+    let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip")).unwrap();
+    let mut request = GenerationRequest::new("a dress");
+    request.steps = 10;
+    let mut seen = 0;
+    let result = pipeline.generate(&request, &mut |p| {
+        seen = p.step;
+        if p.step == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+    assert_eq!(seen, 3, "no step may run after cancellation");
+}
+
+type Mutation = Box<dyn Fn(&mut GenerationRequest)>;
+
+#[test]
+fn bad_requests_name_the_field() {
+    let runtime = runtime();
+    let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-bert")).unwrap();
+    let cases: [(&str, Mutation); 5] = [
+        ("steps", Box::new(|r| r.steps = 0)),
+        ("steps", Box::new(|r| r.steps = 1001)),
+        ("guidance_scale", Box::new(|r| r.guidance_scale = f32::NAN)),
+        ("width", Box::new(|r| r.width = Some(33))),
+        ("init_latents", Box::new(|r| r.init_latents = Some(Array4::zeros((1, 3, 8, 8))))),
+    ];
+    for (field, mutate) in cases {
+        let mut request = GenerationRequest::new("红色连衣裙");
+        mutate(&mut request);
+        let error = pipeline.generate(&request, &mut no_progress()).unwrap_err();
+        assert!(
+            matches!(&error, EngineError::InvalidInput { field: f, .. } if *f == field),
+            "expected an error naming `{field}`, got: {error}"
+        );
+    }
+}
