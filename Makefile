@@ -15,7 +15,7 @@ demo: setup
 	@mkdir -p $(dir $(DEMO_OUT))
 	$(CARGO) run --release --quiet -p rapid-worker -- generate \
 		--model $(DEMO_MODEL) --prompt "a red silk evening dress with gold embroidery, studio photo" \
-		--seed 7 --steps 20 --out $(DEMO_OUT) --timings out/demo-timings.json
+		--seed 7 --steps 20 --width 64 --height 64 --out $(DEMO_OUT) --timings out/demo-timings.json
 	@echo "image written to $(DEMO_OUT) (per-stage timings in out/demo-timings.json)"
 
 ## Every test, plus formatting and lints (what CI runs).

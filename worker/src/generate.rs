@@ -128,7 +128,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let staged_timings = args.timings.as_deref().map(stage_output).transpose()?;
     let init_latents = args.init_latents.as_deref().map(read_latents).transpose()?;
 
-    let runtime = Runtime::new(&RuntimeOptions { provider: args.execution_provider, library: None, intra_threads: args.threads })?;
+    let runtime = Runtime::new(&RuntimeOptions {
+        provider: args.execution_provider,
+        library: None,
+        intra_threads: args.threads,
+    })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
@@ -223,7 +227,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .collect(),
     };
     for note in &summary.truncated {
-        eprintln!("warning: {} truncated to the model's context; dropped {} tokens: {:?}", note.which, note.dropped_tokens, note.dropped_text);
+        eprintln!(
+            "warning: {} truncated to the model's context; dropped {} tokens: {:?}",
+            note.which, note.dropped_tokens, note.dropped_text
+        );
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
@@ -231,7 +238,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
 fn format_from_extension(out: &Path) -> Result<OutputFormat> {
     match out.extension().and_then(|e| e.to_str()) {
-        Some(ext) => ext.parse().with_context(|| format!("--out {}: cannot tell the format from the extension; pass --format", out.display())),
+        Some(ext) => ext.parse().with_context(|| {
+            format!("--out {}: cannot tell the format from the extension; pass --format", out.display())
+        }),
         None => Ok(OutputFormat::Png),
     }
 }
@@ -252,7 +261,10 @@ fn stage_output(path: &Path) -> Result<tempfile::NamedTempFile> {
 }
 
 fn commit(mut staged: tempfile::NamedTempFile, bytes: &[u8], path: &Path) -> Result<()> {
-    staged.write_all(bytes).and_then(|()| staged.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
+    staged
+        .write_all(bytes)
+        .and_then(|()| staged.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     staged.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     Ok(())
 }

@@ -24,11 +24,22 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(), // --help and --version
+        Err(error) => {
+            // clap's own rendering adds a usage block; the contract is one line naming the flag.
+            let rendered = error.to_string();
+            let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("error: {first} (see `rapid-worker generate --help`)");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
     };

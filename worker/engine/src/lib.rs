@@ -3,12 +3,12 @@
 //! The engine is synchronous and knows nothing about queues, HTTP, Redis, S3 or async runtimes, so
 //! the CLI, the fleet worker and the benchmarks all drive the same code.
 
-pub mod marking;
-pub mod samplers;
 pub mod error;
+pub mod marking;
 pub mod model_dir;
-pub mod runtime;
-pub mod tokenizer;
+pub mod output;
 pub mod parts;
 pub mod pipeline;
-pub mod output;
+pub mod runtime;
+pub mod samplers;
+pub mod tokenizer;

@@ -25,7 +25,8 @@ impl ModelDir {
         if !root.is_dir() {
             return Err(EngineError::MissingFile {
                 path: root,
-                hint: "pass --model a directory laid out as DESIGN.md describes (e.g. tests/fixtures/models/tiny-sd-clip)",
+                hint:
+                    "pass --model a directory laid out as DESIGN.md describes (e.g. tests/fixtures/models/tiny-sd-clip)",
             });
         }
         let dir = Self { root };
@@ -46,10 +47,11 @@ impl ModelDir {
 
     /// A short name for provenance records: the directory's own name.
     pub fn name(&self) -> String {
-        self.root.canonicalize().unwrap_or_else(|_| self.root.clone()).file_name().map_or_else(
-            || "model".to_owned(),
-            |n| n.to_string_lossy().into_owned(),
-        )
+        self.root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone())
+            .file_name()
+            .map_or_else(|| "model".to_owned(), |n| n.to_string_lossy().into_owned())
     }
 
     pub fn part(&self, relative: &str) -> PathBuf {
@@ -92,7 +94,10 @@ impl ModelDir {
             return Err(EngineError::bad_file(path, "`block_out_channels` is empty; the VAE needs at least one level"));
         }
         if !(config.scaling_factor.is_finite() && config.scaling_factor > 0.0) {
-            return Err(EngineError::bad_file(path, format!("`scaling_factor` must be a positive number (got {})", config.scaling_factor)));
+            return Err(EngineError::bad_file(
+                path,
+                format!("`scaling_factor` must be a positive number (got {})", config.scaling_factor),
+            ));
         }
         Ok(config)
     }

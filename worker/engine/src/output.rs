@@ -40,7 +40,12 @@ pub struct EncodedImage {
     pub encode_ms: f64,
 }
 
-pub fn mark_and_encode(image: &Array3<f32>, format: OutputFormat, options: &MarkOptions, provenance: &Provenance) -> Result<EncodedImage> {
+pub fn mark_and_encode(
+    image: &Array3<f32>,
+    format: OutputFormat,
+    options: &MarkOptions,
+    provenance: &Provenance,
+) -> Result<EncodedImage> {
     let t = Instant::now();
     let mut rgb = to_rgb8(image);
     if let Some(label) = &options.label {

@@ -21,11 +21,9 @@ use crate::parts::unet::Unet;
 use crate::parts::upscaler::{Tiling, Upscaler};
 use crate::parts::vae::VaeDecoder;
 use crate::runtime::Runtime;
-use crate::samplers::{self, SamplerKind, SamplerOptions, SchedulerConfig};
+use crate::samplers::{self, SamplerKind, SamplerOptions, SchedulerConfig, MAX_STEPS};
 use crate::tokenizer::{PromptTokenizer, Truncation};
 
-/// The most denoising steps a request may ask for (diffusers' schedules have 1000 training steps).
-pub const MAX_STEPS: usize = 1000;
 /// The largest image side before upscaling; larger sizes would exhaust memory long before finishing.
 pub const MAX_SIDE: usize = 4096;
 
@@ -154,7 +152,8 @@ impl Pipeline {
 
         // 1. Check inputs before any work, naming the bad field.
         let (latent_h, latent_w) = self.check_inputs(request)?;
-        let mut sampler = samplers::build(request.sampler, &self.scheduler_config, request.steps, &request.sampler_options)?;
+        let mut sampler =
+            samplers::build(request.sampler, &self.scheduler_config, request.steps, &request.sampler_options)?;
         let guided = request.guidance_scale > 1.0;
 
         // 2. Encode the prompt and the negative prompt in one batch: [negative, prompt], the order
@@ -246,7 +245,10 @@ impl Pipeline {
     /// Returns the latent (height, width) the request implies, or the first bad field.
     fn check_inputs(&self, request: &GenerationRequest) -> Result<(usize, usize)> {
         if request.steps == 0 || request.steps > MAX_STEPS {
-            return Err(EngineError::invalid("steps", format!("must be between 1 and {MAX_STEPS} (got {})", request.steps)));
+            return Err(EngineError::invalid(
+                "steps",
+                format!("must be between 1 and {MAX_STEPS} (got {})", request.steps),
+            ));
         }
         if !request.guidance_scale.is_finite() || request.guidance_scale < 0.0 {
             return Err(EngineError::invalid(
@@ -283,7 +285,12 @@ impl Pipeline {
             if latents.shape()[2] * factor != height || latents.shape()[3] * factor != width {
                 return Err(EngineError::invalid(
                     "init_latents",
-                    format!("shape {:?} gives a {}×{} image but {width}×{height} was asked", latents.shape(), latents.shape()[3] * factor, latents.shape()[2] * factor),
+                    format!(
+                        "shape {:?} gives a {}×{} image but {width}×{height} was asked",
+                        latents.shape(),
+                        latents.shape()[3] * factor,
+                        latents.shape()[2] * factor
+                    ),
                 ));
             }
             if latents.iter().any(|v| !v.is_finite()) {
@@ -326,4 +333,3 @@ mod tests {
         assert_eq!(rgb.get_pixel(1, 0).0, [255, 127, 254]);
     }
 }
-

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProviderDispatch};
@@ -86,14 +87,7 @@ impl Runtime {
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| default_library(options.provider));
-        if !path.exists() {
-            return Err(EngineError::RuntimeMissing { path });
-        }
-        let environment = ort::init_from(&path)
-            .map_err(|e| EngineError::RuntimeLoad { path: path.clone(), message: e.to_string() })?
-            .with_name("rapid-diffusion")
-            .build()
-            .map_err(|e| EngineError::RuntimeLoad { path: path.clone(), message: e.to_string() })?;
+        let environment = shared_environment(path)?;
         Ok(Self { environment, provider: options.provider, intra_threads: options.intra_threads })
     }
 
@@ -119,9 +113,10 @@ impl Runtime {
             builder = builder.with_intra_threads(threads).map_err(|e| builder_error(e.into()))?;
         }
         if let Some(dispatch) = self.dispatch() {
-            builder = builder
-                .with_execution_providers([dispatch])
-                .map_err(|e| EngineError::ProviderUnavailable { provider: self.provider.name(), reason: provider_hint(&e.into()) })?;
+            builder = builder.with_execution_providers([dispatch]).map_err(|e| EngineError::ProviderUnavailable {
+                provider: self.provider.name(),
+                reason: provider_hint(&e.into()),
+            })?;
         }
         builder.commit_from_file(path).map_err(|e| {
             EngineError::bad_file(path, format!("not a loadable ONNX model ({e}); re-export it or restore the file"))
@@ -136,6 +131,39 @@ impl Runtime {
             ExecutionProvider::TensorRt => Some(ep::TensorRT::default().build().error_on_failure()),
         }
     }
+}
+
+/// ONNX Runtime allows one environment per process, and `ort` refuses to build a second even after
+/// the first is dropped; so every `Runtime` of a process shares the first one built. Providers and
+/// thread counts are per session, so runtimes with different options can still coexist; only the
+/// library itself cannot change.
+fn shared_environment(path: PathBuf) -> Result<Environment> {
+    static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+    let mut loaded = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((loaded_path, environment)) = loaded.as_ref() {
+        if *loaded_path != path {
+            return Err(EngineError::RuntimeLoad {
+                path,
+                message: format!(
+                    "this process already loaded ONNX Runtime from {}; one process can use only one library",
+                    loaded_path.display()
+                ),
+            });
+        }
+        return Ok(environment.clone());
+    }
+    if !path.exists() {
+        return Err(EngineError::RuntimeMissing { path });
+    }
+    let load_error =
+        |e: &dyn std::fmt::Display| EngineError::RuntimeLoad { path: path.clone(), message: e.to_string() };
+    let environment = ort::init_from(&path)
+        .map_err(|e| load_error(&e))?
+        .with_name("rapid-diffusion")
+        .build()
+        .map_err(|e| load_error(&e))?;
+    *loaded = Some((path, environment.clone()));
+    Ok(environment)
 }
 
 fn provider_hint(error: &ort::Error) -> String {

@@ -7,7 +7,7 @@
 //! way transformers' own converters (`CLIPConverter`, `BertConverter`) do, so the ids match
 //! transformers without needing a `tokenizer.json`. Truncation is reported, never silent.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use tokenizers::models::bpe::BPE;
@@ -58,7 +58,8 @@ impl PromptTokenizer {
         let config = TokenizerConfig::read(dir)?;
         let (mut tokenizer, kind) = if dir.join("tokenizer.json").exists() {
             let path = dir.join("tokenizer.json");
-            let tokenizer = Tokenizer::from_file(&path).map_err(|e| EngineError::bad_file(&path, format!("not a valid tokenizer.json: {e}")))?;
+            let tokenizer = Tokenizer::from_file(&path)
+                .map_err(|e| EngineError::bad_file(&path, format!("not a valid tokenizer.json: {e}")))?;
             (tokenizer, Kind::Json)
         } else if dir.join("vocab.json").exists() {
             (build_clip(dir, &config)?, Kind::Clip)
@@ -67,7 +68,8 @@ impl PromptTokenizer {
         } else {
             return Err(EngineError::MissingFile {
                 path: dir.join("tokenizer.json"),
-                hint: "the tokenizer folder needs tokenizer.json, or vocab.json + merges.txt (CLIP), or vocab.txt (BERT)",
+                hint:
+                    "the tokenizer folder needs tokenizer.json, or vocab.json + merges.txt (CLIP), or vocab.txt (BERT)",
             });
         };
         // Without a post-processor (plain tokenizer.json files may lack one) nothing is added.
@@ -86,7 +88,10 @@ impl PromptTokenizer {
         }
         let pad_token = config.pad_token().unwrap_or_else(|| kind.default_pad_token().to_owned());
         let pad_id = tokenizer.token_to_id(&pad_token).ok_or_else(|| {
-            EngineError::bad_file(dir, format!("pad token `{pad_token}` is not in the vocabulary; fix tokenizer_config.json"))
+            EngineError::bad_file(
+                dir,
+                format!("pad token `{pad_token}` is not in the vocabulary; fix tokenizer_config.json"),
+            )
         })?;
         // Nothing is truncated or padded by the tokenizer itself: `encode` does both so it can
         // report exactly what was cut.
@@ -197,7 +202,7 @@ impl TokenizerConfig {
 
     /// transformers stores "no limit" as a huge float (1e30); treat that as unknown.
     fn model_max_length(&self) -> Option<usize> {
-        self.model_max_length.filter(|&n| n >= 1.0 && n < 1e9).map(|n| n as usize)
+        self.model_max_length.filter(|n| (1.0..1e9).contains(n)).map(|n| n as usize)
     }
 
     fn pad_token(&self) -> Option<String> {
@@ -222,17 +227,27 @@ fn build_clip(dir: &Path, config: &TokenizerConfig) -> Result<Tokenizer> {
         .end_of_word_suffix("</w>".to_owned())
         .fuse_unk(false)
         .build()
-        .map_err(|e| EngineError::bad_file(&vocab, format!("cannot build CLIP BPE from vocab.json + merges.txt: {e}")))?;
+        .map_err(|e| {
+            EngineError::bad_file(&vocab, format!("cannot build CLIP BPE from vocab.json + merges.txt: {e}"))
+        })?;
     let mut tokenizer = Tokenizer::new(model);
-    let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".to_owned()), " ").map_err(|e| EngineError::bad_file(dir, e))?;
+    let whitespace =
+        Replace::new(ReplacePattern::Regex(r"\s+".to_owned()), " ").map_err(|e| EngineError::bad_file(dir, e))?;
     tokenizer.with_normalizer(Some(NormalizerSequence::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
     let split = Split::new(SplitPattern::Regex(CLIP_SPLIT_PATTERN.to_owned()), SplitDelimiterBehavior::Removed, true)
         .map_err(|e| EngineError::bad_file(dir, e))?;
-    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()])));
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, true, false).into(),
+    ])));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     let bos_id = token_id(&tokenizer, &bos, &vocab)?;
     let eos_id = token_id(&tokenizer, &eos, &vocab)?;
-    tokenizer.with_post_processor(Some(RobertaProcessing::new((eos.clone(), eos_id), (bos.clone(), bos_id)).trim_offsets(false).add_prefix_space(false)));
+    tokenizer.with_post_processor(Some(
+        RobertaProcessing::new((eos.clone(), eos_id), (bos.clone(), bos_id))
+            .trim_offsets(false)
+            .add_prefix_space(false),
+    ));
     tokenizer.add_special_tokens(&[AddedToken::from(bos, true), AddedToken::from(eos, true)]);
     Ok(tokenizer)
 }
@@ -280,6 +295,6 @@ fn require(path: &Path, hint: &'static str) -> Result<()> {
     }
 }
 
-fn path_str(path: &PathBuf) -> String {
+fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }

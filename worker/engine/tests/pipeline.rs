@@ -36,31 +36,37 @@ fn no_progress() -> impl FnMut(Progress) -> ControlFlow<()> {
 }
 
 #[derive(Deserialize)]
+struct Cases {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
 struct Case {
     name: String,
-    model: String,
+    model_dir: String,
     prompt: String,
     negative_prompt: String,
     steps: usize,
     guidance_scale: f32,
     sampler: String,
     latents: String,
-    expected: String,
+    expected_image: String,
 }
 
 /// The acceptance bound: within 2/255 per pixel of diffusers (PyTorch, fp32), before marking.
 #[test]
 fn images_match_diffusers_within_two_levels() {
     let runtime = runtime();
-    let cases: Vec<Case> =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/pipeline/cases.json")).unwrap()).unwrap();
+    let Cases { cases } =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/pipeline/cases.json")).unwrap())
+            .unwrap();
     assert!(cases.len() >= 4, "expected PNDM and DPM++ cases for both models");
     let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
     let mut report = Vec::new();
     for case in &cases {
         let pipeline = pipelines
-            .entry(case.model.clone())
-            .or_insert_with(|| Pipeline::load(&runtime, &repo().join(&case.model)).unwrap());
+            .entry(case.model_dir.clone())
+            .or_insert_with(|| Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap());
         let mut request = GenerationRequest::new(&case.prompt);
         request.negative_prompt = case.negative_prompt.clone();
         request.steps = case.steps;
@@ -69,7 +75,7 @@ fn images_match_diffusers_within_two_levels() {
         request.init_latents = Some(npy::<Ix4>(&repo().join(&case.latents)));
         request.upscale = false;
         let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
-        let expected: Array3<f32> = npy(&repo().join(&case.expected)); // [H, W, 3]
+        let expected: Array3<f32> = npy(&repo().join(&case.expected_image)); // [H, W, 3]
         let (h, w, _) = expected.dim();
         assert_eq!(generated.image.dim(), (3, h, w), "{}: image size", case.name);
         let mut worst = 0f32;
@@ -87,11 +93,11 @@ fn tiled_upscaling_matches_untiled_within_one_level() {
     let runtime = runtime();
     let path = repo().join("tests/fixtures/models/tiny-sd-clip/upscaler/model.onnx");
     let mut upscaler = Upscaler::load(&runtime, &path).unwrap();
-    let input: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_input.npy"));
+    let input: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_input_32x32.npy"));
     let input = input.index_axis_move(ndarray::Axis(0), 0);
     let whole = upscaler.upscale(input.view(), Tiling { tile: 0, overlap: 0 }).unwrap();
 
-    let reference: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_output.npy"));
+    let reference: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_output_128x128.npy"));
     let reference = reference.index_axis_move(ndarray::Axis(0), 0);
     let vs_torch = max_abs_diff(&whole, &reference);
     assert!(vs_torch < 1e-4, "untiled ONNX output differs from PyTorch by {vs_torch}");

@@ -35,7 +35,9 @@ fn specs(path: &Path, outlets: &[ort::value::Outlet], what: &str) -> Result<Vec<
     outlets
         .iter()
         .map(|outlet| match (outlet.dtype().tensor_type(), outlet.dtype().tensor_shape()) {
-            (Some(element), Some(shape)) => Ok(TensorSpec { name: outlet.name().to_owned(), element, shape: shape.to_vec() }),
+            (Some(element), Some(shape)) => {
+                Ok(TensorSpec { name: outlet.name().to_owned(), element, shape: shape.to_vec() })
+            }
             _ => Err(EngineError::contract(path, format!("{what} `{}` is not a tensor", outlet.name()))),
         })
         .collect()
@@ -67,7 +69,12 @@ pub(crate) fn expect(path: &Path, spec: &TensorSpec, allowed: &[TensorElementTyp
         let allowed: Vec<String> = allowed.iter().map(|t| format!("{t:?}")).collect();
         return Err(EngineError::contract(
             path,
-            format!("`{}` has element type {:?}; the engine supports {}", spec.name, spec.element, allowed.join(" or ")),
+            format!(
+                "`{}` has element type {:?}; the engine supports {}",
+                spec.name,
+                spec.element,
+                allowed.join(" or ")
+            ),
         ));
     }
     if spec.rank() != rank {
@@ -84,7 +91,10 @@ pub(crate) fn expect_batch(path: &Path, spec: &TensorSpec, batch: usize) -> Resu
     match spec.shape.first() {
         Some(&d) if d >= 0 && d as usize != batch => Err(EngineError::contract(
             path,
-            format!("`{}` has a fixed batch size {d} but the pipeline needs {batch}; export with a dynamic batch axis", spec.name),
+            format!(
+                "`{}` has a fixed batch size {d} but the pipeline needs {batch}; export with a dynamic batch axis",
+                spec.name
+            ),
         )),
         _ => Ok(()),
     }

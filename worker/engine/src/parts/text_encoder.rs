@@ -76,7 +76,10 @@ impl TextEncoder {
     fn hidden_size(&self) -> Result<usize> {
         let spec = output(&self.session, &self.path, &self.output_name)?;
         usize::try_from(spec.shape[2]).map_err(|_| {
-            EngineError::contract(&self.path, "`entity_embeds` needs a fixed hidden size in the output's last dimension")
+            EngineError::contract(
+                &self.path,
+                "`entity_embeds` needs a fixed hidden size in the output's last dimension",
+            )
         })
     }
 }

@@ -41,7 +41,12 @@ impl Unet {
         let hidden = input(&session, path, "encoder_hidden_states")?;
         expect(path, &hidden, &[TensorElementType::Float32], 3)?;
         let timestep = input(&session, path, "timestep")?;
-        let elements = [TensorElementType::Int64, TensorElementType::Int32, TensorElementType::Float32, TensorElementType::Float64];
+        let elements = [
+            TensorElementType::Int64,
+            TensorElementType::Int32,
+            TensorElementType::Float32,
+            TensorElementType::Float64,
+        ];
         let timestep_shape = match timestep.shape.as_slice() {
             [] => TimestepShape::Scalar,
             [1] => TimestepShape::One,
@@ -98,10 +103,10 @@ impl Unet {
         let count = shape.iter().product::<usize>().max(1);
         // Integer graphs get the value truncated, as numpy's `astype` does in diffusers' ONNX pipeline.
         Ok(match self.timestep_element {
-            TensorElementType::Int64 => Tensor::from_array((shape, vec![timestep as i64; count]))?.into_dyn(),
-            TensorElementType::Int32 => Tensor::from_array((shape, vec![timestep as i32; count]))?.into_dyn(),
-            TensorElementType::Float64 => Tensor::from_array((shape, vec![f64::from(timestep); count]))?.into_dyn(),
-            _ => Tensor::from_array((shape, vec![timestep; count]))?.into_dyn(),
+            TensorElementType::Int64 => Tensor::from_array((shape, vec![timestep as i64; count]))?.upcast(),
+            TensorElementType::Int32 => Tensor::from_array((shape, vec![timestep as i32; count]))?.upcast(),
+            TensorElementType::Float64 => Tensor::from_array((shape, vec![f64::from(timestep); count]))?.upcast(),
+            _ => Tensor::from_array((shape, vec![timestep; count]))?.upcast(),
         })
     }
 }

@@ -56,7 +56,10 @@ impl VaeDecoder {
             .into_dimensionality::<ndarray::Ix4>()
             .map_err(|e| EngineError::inference("VAE decoder", format!("output is not [B, 3, H, W]: {e}")))?;
         let (_, _, h, w) = latents.dim();
-        if image.shape()[1] != 3 || image.shape()[2] != h * self.spatial_factor || image.shape()[3] != w * self.spatial_factor {
+        if image.shape()[1] != 3
+            || image.shape()[2] != h * self.spatial_factor
+            || image.shape()[3] != w * self.spatial_factor
+        {
             return Err(EngineError::inference(
                 "VAE decoder",
                 format!(
