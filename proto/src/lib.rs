@@ -79,6 +79,80 @@ pub struct ImageRef {
     pub height: u32,
 }
 
+/// Where a job stands; Redis holds one per job (`JobRecord`), the scheduler aggregates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// A job in an end state never changes again (a redelivery of it is skipped or overwrites the
+    /// same objects).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One job's state as stored in Redis (or in memory in standalone mode): written by workers, read
+/// by the scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    pub v: u32,
+    pub id: String,
+    pub request_id: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub status: JobStatus,
+    /// Denoising steps done so far and in all (U-Net calls, so PNDM shows one more than `steps`).
+    pub step: u32,
+    pub total_steps: u32,
+    /// Deliveries that started running this job (1 on the first run).
+    pub attempts: u32,
+    /// The last error, kept after a successful retry so operators can see what went wrong.
+    pub error: Option<String>,
+    pub images: Vec<ImageRef>,
+    /// Milliseconds per pipeline stage of the run that succeeded.
+    #[serde(default)]
+    pub timings_ms: Vec<(String, f64)>,
+    /// When the latest attempt started running (Unix ms).
+    pub started_ms: Option<u64>,
+    pub updated_ms: u64,
+}
+
+/// What the scheduler accepted: written once when the request is accepted, before any job is
+/// published, so a worker never sees a job whose request is unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRecord {
+    pub v: u32,
+    pub id: String,
+    pub tenant: String,
+    /// `generation`, `fashion_design` or `cuisine_menu`.
+    pub kind: String,
+    pub prompts: Vec<String>,
+    pub job_ids: Vec<String>,
+    pub callback_url: Option<String>,
+    pub created_ms: u64,
+}
+
+/// Sent by the worker that finished a request's last job; the scheduler POSTs the callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFinished {
+    pub v: u32,
+    pub request_id: String,
+    pub tenant: String,
+    pub callback_url: String,
+    /// 0 on the first delivery; incremented on each retry.
+    pub attempt: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("message is not JSON with a numeric `v` field: {0}")]

@@ -1,0 +1,107 @@
+//! One error type for the whole HTTP API, one JSON shape for every error:
+//! `{"error": {"code": "...", "field": "...", "message": "..."}}`. Internal details (Redis or
+//! RabbitMQ messages) are logged, never returned to clients.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body or a field in it is wrong; nothing was enqueued.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("missing or unknown API key; send `Authorization: Bearer <key>`")]
+    Unauthorized,
+    /// Also what a tenant gets for another tenant's request.
+    #[error("no request {0}")]
+    NotFound(String),
+    /// The broker or the state store is down; the client may retry.
+    #[error("the service cannot take work right now; retry later")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_field`, `unauthorized`, `not_found`, `unavailable` or `internal`.
+    pub code: &'static str,
+    /// The offending field, as a path into the request body (`keywords.color[1]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            Self::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field.clone())),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::Unavailable(detail) => {
+                tracing::error!(%detail, "dependency unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+            }
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let body = ErrorBody { error: ErrorDetail { code, field, message: self.to_string() } };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<rapid_worker::state::StateError> for ApiError {
+    fn from(error: rapid_worker::state::StateError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl From<rapid_worker::queue::QueueError> for ApiError {
+    fn from(error: rapid_worker::queue::QueueError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+/// A JSON body whose errors name the field (`steps: invalid type: string "x", expected u32`) in
+/// the API's error shape, instead of axum's plain-text rejection.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::invalid("Content-Type", "send the body as `application/json`"));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(deserializer).map(Json).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::invalid(field, e.into_inner().to_string())
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! The HTTP API of DESIGN.md. [`app`] builds the whole router from an [`AppState`], so tests and
+//! standalone mode drive exactly what `serve` runs.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod requests;
+pub mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use rapid_worker::queue::Queue;
+use rapid_worker::state::StateStore;
+use rapid_worker::storage::ObjectStore;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::config::SchedulerConfig;
+use crate::metrics::Metrics;
+use crate::prompts::PromptGenerator;
+
+/// Everything a handler needs; cheap to clone (all shared).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<SchedulerConfig>,
+    pub keys: auth::ApiKeys,
+    pub state: StateStore,
+    pub queue: Queue,
+    pub store: ObjectStore,
+    pub prompts: Arc<PromptGenerator>,
+    pub metrics: Arc<Metrics>,
+    /// Validity of presigned image URLs.
+    pub presign_expiry: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Rapid Diffusion scheduler", description = "Submit text-to-image work and follow it."),
+    paths(
+        submit::generations,
+        submit::fashion_designs,
+        submit::cuisine_menus,
+        requests::get_request,
+        requests::cancel_request,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let tenant_routes = Router::new()
+        .route("/v1/generations", post(submit::generations))
+        .route("/v1/fashion/designs", post(submit::fashion_designs))
+        .route("/v1/cuisine/menus", post(submit::cuisine_menus))
+        .route("/v1/requests/{id}", get(requests::get_request).delete(requests::cancel_request))
+        // Authentication wraps only the tenant routes; health and metrics stay open for probes.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_tenant));
+    Router::new()
+        .merge(tenant_routes)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        // Outermost first: every request gets a trace span; bodies over 1 MiB are refused before parsing.
+        .layer(RequestBodyLimitLayer::new(1 << 20))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,130 @@
+//! Client callbacks: when a request ends, the worker that finished it queues a `RequestFinished`
+//! message; this sender POSTs the request's final view to the client's `callback_url`, signed,
+//! and retries with back-off through the queue (so a restart of the scheduler loses nothing),
+//! dead-lettering after `callback_max_attempts`.
+//!
+//! Signature: `X-Rapid-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>` with
+//! `X-Rapid-Timestamp: {unix seconds}`; the timestamp is signed so a captured call cannot be
+//! replayed later under a fresh one.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rapid_proto::RequestFinished;
+use rapid_worker::queue::{Delivery, QueueError, Topic};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::api::requests::{view, RequestView};
+use crate::api::AppState;
+
+/// What the client receives.
+#[derive(Serialize)]
+struct CallbackBody<'a> {
+    event: &'static str,
+    request: &'a RequestView,
+}
+
+pub struct CallbackSender {
+    pub app: AppState,
+    pub client: reqwest::Client,
+}
+
+impl CallbackSender {
+    pub fn new(app: AppState) -> Self {
+        let timeout = Duration::from_millis(app.config.callback_timeout_ms);
+        let client = reqwest::Client::builder().timeout(timeout).build().expect("a TLS backend is compiled in");
+        Self { app, client }
+    }
+
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), QueueError> {
+        let mut consumer = self.app.queue.consume(Topic::Callbacks, 4).await?;
+        tokio::pin!(shutdown);
+        loop {
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                () = &mut shutdown => break,
+            };
+            let Some(delivery) = delivery else { break };
+            self.handle(delivery?).await?;
+        }
+        consumer.stop().await.ok();
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Delivery) -> Result<(), QueueError> {
+        let queue = &self.app.queue;
+        let message: RequestFinished = match rapid_proto::decode(delivery.body()) {
+            Ok(message) => message,
+            Err(e) => {
+                queue.dead_letter(Topic::Callbacks, delivery.body(), &e.to_string()).await?;
+                return delivery.ack().await;
+            }
+        };
+        match self.post(&message).await {
+            Ok(()) => tracing::info!(request = %message.request_id, "callback delivered"),
+            Err(reason) if message.attempt + 1 < self.app.config.callback_max_attempts => {
+                let delay = Duration::from_millis(self.app.config.callback_backoff_ms) * 2u32.saturating_pow(message.attempt);
+                tracing::warn!(request = %message.request_id, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed");
+                let retry = RequestFinished { attempt: message.attempt + 1, ..message };
+                queue.publish_delayed(Topic::Callbacks, &rapid_proto::encode(&retry), 5, delay).await?;
+            }
+            Err(reason) => {
+                let reason = format!("gave up after {} attempts: {reason}", message.attempt + 1);
+                queue.dead_letter(Topic::Callbacks, delivery.body(), &reason).await?;
+            }
+        }
+        delivery.ack().await
+    }
+
+    async fn post(&self, message: &RequestFinished) -> Result<(), String> {
+        let request = self
+            .app
+            .state
+            .request(&message.request_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("request {} expired before its callback was sent", message.request_id))?;
+        let view = view(&self.app, &request).await.map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&CallbackBody { event: "request.finished", request: &view }).map_err(|e| e.to_string())?;
+        let timestamp = rapid_worker::state::now_ms() / 1000;
+        let signature = sign(&self.app.config.callback_secret, timestamp, &body);
+        let response = self
+            .client
+            .post(&message.callback_url)
+            .header("Content-Type", "application/json")
+            .header("X-Rapid-Timestamp", timestamp.to_string())
+            .header("X-Rapid-Signature", format!("sha256={signature}"))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {e}", message.callback_url))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {} answered {}", message.callback_url, response.status()))
+        }
+    }
+}
+
+/// Hex HMAC-SHA256 of `"{timestamp}.{body}"` under `secret`: what a client recomputes to check
+/// `X-Rapid-Signature`.
+pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signature_matches_python_hmac() {
+        // python3 -c 'import hmac,hashlib; print(hmac.new(b"secret", b"1700000000.{\"a\":1}", hashlib.sha256).hexdigest())'
+        let expected = "49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686";
+        assert_eq!(super::sign("secret", 1_700_000_000, br#"{"a":1}"#), expected);
+        assert_ne!(super::sign("secret", 1_700_000_001, br#"{"a":1}"#), expected, "the timestamp is signed");
+    }
+}

@@ -1,0 +1,11 @@
+//! The request scheduler: HTTP API, prompt generation and job planning, the callback sender,
+//! and the standalone mode that runs the whole fleet in one process.
+
+pub mod api;
+pub mod callbacks;
+pub mod config;
+pub mod metrics;
+pub mod planner;
+pub mod prompts;
+pub mod serve;
+pub mod standalone;

@@ -1,0 +1,213 @@
+//! From an accepted request to jobs: validate the generation parameters (naming the bad field),
+//! give every prompt × image its own job and seed, record the request, then publish the jobs.
+//!
+//! Validation happens entirely before any write, so a rejected request leaves nothing behind.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rapid_proto::{Job, Priority, RequestRecord, SCHEMA_VERSION};
+use rapid_worker::consumer::{notify_if_request_done, queued_record};
+use rapid_worker::queue::{priority_level, Queue, Topic};
+use rapid_worker::state::{now_ms, StateStore};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::api::error::ApiError;
+use crate::config::SchedulerConfig;
+
+/// Generation parameters every submission endpoint takes; absent ones come from the
+/// configuration's `scheduler.defaults` and the model's size.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct GenerationParams {
+    /// A model name from the configuration; default `scheduler.default_model`.
+    pub model: Option<String>,
+    pub negative_prompt: Option<String>,
+    /// Denoising steps (1 to `limits.max_steps`).
+    pub steps: Option<u32>,
+    pub guidance_scale: Option<f32>,
+    /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
+    pub sampler: Option<String>,
+    /// Seed of the first image; image n gets seed + n. Random when absent.
+    pub seed: Option<u64>,
+    /// Size before upscaling, a multiple of the model's `size_multiple`.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// ESRGAN ×4 after decoding.
+    pub upscale: Option<bool>,
+    /// `png`, `jpeg` or `webp`.
+    pub format: Option<String>,
+    /// `interactive` (served first) or `batch`.
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Priority>,
+    /// Receives a signed POST when the request ends.
+    pub callback_url: Option<String>,
+    /// Unix milliseconds after which unstarted jobs fail instead of running.
+    pub deadline_ms: Option<u64>,
+    /// Fields no endpoint knows; any is an error (a misspelt option must not be ignored).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+const SAMPLERS: [&str; 5] = ["pndm", "ddim", "euler", "euler-a", "dpmpp-2m"];
+const FORMATS: [&str; 3] = ["png", "jpeg", "webp"];
+
+/// A validated request, ready to be recorded and published.
+pub struct Plan {
+    pub record: RequestRecord,
+    pub jobs: Vec<Job>,
+}
+
+/// One prompt and how many images of it.
+pub struct PromptImages {
+    pub prompt: String,
+    pub images: u32,
+}
+
+pub fn plan(
+    config: &SchedulerConfig,
+    tenant: &str,
+    kind: &str,
+    prompts: Vec<PromptImages>,
+    params: &GenerationParams,
+    default_priority: Priority,
+) -> Result<Plan, ApiError> {
+    if let Some(field) = params.unknown.keys().next() {
+        return Err(ApiError::invalid(field.clone(), "unknown field; see /openapi.json for the fields this endpoint takes"));
+    }
+    let limits = &config.limits;
+    let defaults = &config.defaults;
+    let model_name = params.model.clone().unwrap_or_else(|| config.default_model.clone());
+    let model = config.models.get(&model_name).ok_or_else(|| {
+        let known: Vec<&str> = config.models.keys().map(String::as_str).collect();
+        ApiError::invalid("model", format!("unknown model `{model_name}`; available: {}", known.join(", ")))
+    })?;
+    let steps = params.steps.unwrap_or(defaults.steps);
+    if steps == 0 || steps > limits.max_steps {
+        return Err(ApiError::invalid("steps", format!("must be 1 to {} (got {steps})", limits.max_steps)));
+    }
+    let guidance_scale = params.guidance_scale.unwrap_or(defaults.guidance_scale);
+    if !(0.0..=50.0).contains(&guidance_scale) {
+        return Err(ApiError::invalid("guidance_scale", format!("must be 0 to 50 (got {guidance_scale}); 7.5 is usual")));
+    }
+    let sampler = params.sampler.clone().unwrap_or_else(|| defaults.sampler.clone());
+    if !SAMPLERS.contains(&sampler.as_str()) {
+        return Err(ApiError::invalid("sampler", format!("`{sampler}` is not one of {}", SAMPLERS.join(", "))));
+    }
+    let format = params.format.clone().unwrap_or_else(|| defaults.format.clone());
+    if !FORMATS.contains(&format.as_str()) {
+        return Err(ApiError::invalid("format", format!("`{format}` is not one of {}", FORMATS.join(", "))));
+    }
+    let (width, height) = (params.width.unwrap_or(model.width), params.height.unwrap_or(model.height));
+    for (field, side) in [("width", width), ("height", height)] {
+        if side == 0 || side > limits.max_side || side % model.size_multiple != 0 {
+            return Err(ApiError::invalid(
+                field,
+                format!("{side} is not a multiple of {} between {} and {}", model.size_multiple, model.size_multiple, limits.max_side),
+            ));
+        }
+    }
+    let upscale = params.upscale.unwrap_or(defaults.upscale && model.has_upscaler);
+    if upscale && !model.has_upscaler {
+        return Err(ApiError::invalid("upscale", format!("model `{model_name}` has no upscaler; leave upscale false")));
+    }
+    let negative_prompt = params.negative_prompt.clone().unwrap_or_default();
+    if negative_prompt.chars().count() > limits.max_prompt_chars {
+        return Err(ApiError::invalid("negative_prompt", format!("longer than {} characters", limits.max_prompt_chars)));
+    }
+    if let Some(url) = &params.callback_url {
+        check_callback_url(url)?;
+    }
+    if params.deadline_ms.is_some_and(|deadline| deadline <= now_ms()) {
+        return Err(ApiError::invalid("deadline_ms", "is in the past"));
+    }
+    let total: u64 = prompts.iter().map(|p| u64::from(p.images)).sum();
+    if total == 0 || total > u64::from(limits.max_jobs_per_request) {
+        return Err(ApiError::invalid(
+            "images_per_prompt",
+            format!("the request asks for {total} images; it must be 1 to {}", limits.max_jobs_per_request),
+        ));
+    }
+
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let first_seed = params.seed.unwrap_or_else(|| rand::rng().random_range(0..u64::from(u32::MAX)));
+    let priority = params.priority.unwrap_or(default_priority);
+    let mut jobs = Vec::new();
+    for item in &prompts {
+        for _ in 0..item.images {
+            let index = jobs.len();
+            jobs.push(Job {
+                v: SCHEMA_VERSION,
+                id: format!("{request_id}-{index:03}"),
+                request_id: request_id.clone(),
+                tenant: tenant.to_owned(),
+                model: model_name.clone(),
+                prompt: item.prompt.clone(),
+                negative_prompt: negative_prompt.clone(),
+                seed: first_seed.wrapping_add(index as u64),
+                width,
+                height,
+                steps,
+                guidance_scale,
+                sampler: sampler.clone(),
+                upscale,
+                format: format.clone(),
+                priority,
+                deadline_ms: params.deadline_ms,
+                attempt: 0,
+            });
+        }
+    }
+    let record = RequestRecord {
+        v: SCHEMA_VERSION,
+        id: request_id,
+        tenant: tenant.to_owned(),
+        kind: kind.to_owned(),
+        prompts: prompts.into_iter().map(|p| p.prompt).collect(),
+        job_ids: jobs.iter().map(|j| j.id.clone()).collect(),
+        callback_url: params.callback_url.clone(),
+        created_ms: now_ms(),
+    };
+    Ok(Plan { record, jobs })
+}
+
+/// Checks a prompt's length and that it has text, naming the field.
+pub fn check_prompt(field: &str, prompt: &str, max_chars: usize) -> Result<String, ApiError> {
+    let prompt = prompt.trim();
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(field, "is empty"));
+    }
+    if prompt.chars().count() > max_chars {
+        return Err(ApiError::invalid(field, format!("longer than {max_chars} characters")));
+    }
+    Ok(prompt.to_owned())
+}
+
+fn check_callback_url(url: &str) -> Result<(), ApiError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::invalid("callback_url", format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ApiError::invalid("callback_url", "must be an http:// or https:// URL with a host"));
+    }
+    Ok(())
+}
+
+/// Records the request (every job queued), then publishes each job with a publisher confirm. If
+/// the broker fails part-way, the jobs that were not published are marked failed, so the request
+/// still ends and nothing waits forever for a job that was never queued.
+pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(), ApiError> {
+    let records: Vec<_> = plan.jobs.iter().map(queued_record).collect();
+    state.create_request(&plan.record, &records).await?;
+    for (index, job) in plan.jobs.iter().enumerate() {
+        if let Err(error) = queue.publish(Topic::Jobs, &rapid_proto::encode(job), priority_level(job.priority)).await {
+            for mut record in records.into_iter().skip(index) {
+                record.status = rapid_proto::JobStatus::Failed;
+                record.error = Some("could not be queued: the broker was unavailable".into());
+                state.put_job(&record).await?;
+                notify_if_request_done(state, queue, &plan.record, &record.id).await.ok();
+            }
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}

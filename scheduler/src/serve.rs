@@ -1,0 +1,70 @@
+//! `rapid-scheduler serve`: the HTTP API against RabbitMQ, Redis and S3, plus the callback sender.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rapid_worker::queue::{AmqpQueue, Queue};
+use rapid_worker::state::{RedisState, StateStore};
+use rapid_worker::storage::{ObjectStore, S3Store};
+use tokio::sync::watch;
+
+use crate::api::{app, auth::ApiKeys, AppState};
+use crate::callbacks::CallbackSender;
+use crate::config::SchedulerFile;
+use crate::metrics::Metrics;
+use crate::prompts::PromptGenerator;
+
+pub fn app_state(file: &SchedulerFile, state: StateStore, queue: Queue, store: ObjectStore, presign_expiry: Duration) -> AppState {
+    AppState {
+        config: Arc::new(file.scheduler.clone()),
+        keys: ApiKeys::new(&file.tenants),
+        state,
+        queue,
+        store,
+        prompts: Arc::new(PromptGenerator::bundled()),
+        metrics: Arc::new(Metrics::default()),
+        presign_expiry,
+    }
+}
+
+pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
+    let amqp = file.amqp.as_ref().context("`serve` needs an [amqp] section (or use `standalone`)")?;
+    let redis = file.redis.as_ref().context("`serve` needs a [redis] section (or use `standalone`)")?;
+    let s3 = file.s3.as_ref().context("`serve` needs an [s3] section (or use `standalone`)")?;
+    let queue = Queue::Amqp(AmqpQueue::connect(&amqp.url, &amqp.queue_prefix).await?);
+    let ttl = Duration::from_secs(redis.finished_ttl_secs);
+    let state = StateStore::Redis(RedisState::connect(&redis.url, &redis.key_prefix, ttl).await?);
+    let store = ObjectStore::S3(S3Store::connect(s3).await?);
+    let app_state = app_state(&file, state, queue, store, Duration::from_secs(s3.presign_expiry_secs));
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let sender = CallbackSender::new(app_state.clone());
+    let rx = stopped.clone();
+    let callbacks = tokio::spawn(async move { sender.run(until_stopped(rx)).await });
+
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "scheduler listening");
+    let rx = stopped.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    server.await??;
+    callbacks.await??;
+    Ok(())
+}
+
+/// SIGTERM (what orchestrators send) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler only fails outside Unix");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,137 @@
+//! RabbitMQ topology, declared idempotently by whoever connects first:
+//! - `{p}.{topic}` — durable, `x-max-priority` 9, persistent messages;
+//! - `{p}.{topic}.retry.{ms}` — one durable queue per back-off delay: messages wait there for
+//!   `x-message-ttl` and are then dead-lettered back into `{p}.{topic}` (a per-queue TTL, because
+//!   RabbitMQ only expires per-message TTLs at the head of a queue);
+//! - `{p}.{topic}.dead` — messages that cannot be processed, with the reason in the
+//!   `x-rapid-reason` header.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::{QueueError, Topic};
+
+const MAX_PRIORITY: i32 = 9;
+
+#[derive(Clone)]
+pub struct AmqpQueue {
+    connection: std::sync::Arc<Connection>,
+    publisher: Channel,
+    prefix: String,
+}
+
+impl AmqpQueue {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, QueueError> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let publisher = connection.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let queue = Self { connection: std::sync::Arc::new(connection), publisher, prefix: prefix.to_owned() };
+        for topic in [Topic::Jobs, Topic::Callbacks] {
+            queue.declare(&queue.main(topic), main_arguments()).await?;
+            queue.declare(&queue.dead(topic), FieldTable::default()).await?;
+        }
+        Ok(queue)
+    }
+
+    fn main(&self, topic: Topic) -> String {
+        format!("{}.{}", self.prefix, topic.name())
+    }
+
+    fn dead(&self, topic: Topic) -> String {
+        format!("{}.dead", self.main(topic))
+    }
+
+    async fn declare(&self, name: &str, arguments: FieldTable) -> Result<(), QueueError> {
+        let options = QueueDeclareOptions { durable: true, ..Default::default() };
+        self.publisher.queue_declare(name, options, arguments).await?;
+        Ok(())
+    }
+
+    async fn send(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), QueueError> {
+        let properties = properties.with_delivery_mode(2).with_content_type(ShortString::from("application/json"));
+        let confirm =
+            self.publisher.basic_publish("", queue, BasicPublishOptions::default(), body, properties).await?.await?;
+        if confirm.is_nack() {
+            return Err(QueueError::Nacked { queue: queue.to_owned() });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn publish(&self, topic: Topic, body: &[u8], priority: u8) -> Result<(), QueueError> {
+        self.send(&self.main(topic), body, BasicProperties::default().with_priority(priority)).await
+    }
+
+    pub(super) async fn publish_delayed(
+        &self,
+        topic: Topic,
+        body: &[u8],
+        priority: u8,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let millis = delay.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let retry = format!("{}.retry.{millis}", self.main(topic));
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(millis));
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
+        arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(self.main(topic))));
+        self.declare(&retry, arguments).await?;
+        self.send(&retry, body, BasicProperties::default().with_priority(priority)).await
+    }
+
+    pub(super) async fn dead_letter(&self, topic: Topic, body: &[u8], reason: &str) -> Result<(), QueueError> {
+        let mut headers = FieldTable::default();
+        headers.insert("x-rapid-reason".into(), AMQPValue::LongString(LongString::from(reason)));
+        self.send(&self.dead(topic), body, BasicProperties::default().with_headers(headers)).await
+    }
+
+    pub(super) async fn consume(&self, topic: Topic, prefetch: u16) -> Result<AmqpConsumer, QueueError> {
+        let channel = self.connection.create_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(&self.main(topic), "", BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok(AmqpConsumer { channel, consumer })
+    }
+
+    pub(super) async fn depth(&self, topic: Topic) -> Result<u32, QueueError> {
+        let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+        let queue = self.publisher.queue_declare(&self.main(topic), options, main_arguments()).await?;
+        Ok(queue.message_count())
+    }
+
+    /// Messages waiting in a topic's dead-letter queue.
+    pub async fn dead_depth(&self, topic: Topic) -> Result<u32, QueueError> {
+        let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+        let queue = self.publisher.queue_declare(&self.dead(topic), options, FieldTable::default()).await?;
+        Ok(queue.message_count())
+    }
+}
+
+fn main_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-priority".into(), AMQPValue::LongInt(MAX_PRIORITY));
+    arguments
+}
+
+pub struct AmqpConsumer {
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl AmqpConsumer {
+    pub(super) async fn next(&mut self) -> Option<Result<lapin::message::Delivery, QueueError>> {
+        self.consumer.next().await.map(|r| r.map_err(QueueError::from))
+    }
+
+    pub(super) async fn stop(&mut self) -> Result<(), QueueError> {
+        self.channel.basic_cancel(self.consumer.tag().as_str(), BasicCancelOptions::default()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! An in-process queue for standalone mode: per topic, a priority heap (FIFO within a priority)
+//! and a notifier. Dead letters are kept and logged; delayed messages are re-published by a timer.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::Topic;
+
+#[derive(Clone, Default)]
+pub struct MemoryQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    topics: Mutex<HashMap<Topic, BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>>>,
+    dead: Mutex<Vec<(Topic, Vec<u8>, String)>>,
+    sequence: std::sync::atomic::AtomicU64,
+    arrived: Notify,
+}
+
+impl MemoryQueue {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>>> {
+        self.inner.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn publish(&self, topic: Topic, body: Vec<u8>, priority: u8) {
+        let sequence = self.inner.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.topics().entry(topic).or_default().push((priority, Reverse(sequence), body));
+        self.inner.arrived.notify_waiters();
+    }
+
+    pub(super) fn publish_delayed(&self, topic: Topic, body: Vec<u8>, priority: u8, delay: Duration) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.publish(topic, body, priority);
+        });
+    }
+
+    pub(super) fn dead_letter(&self, topic: Topic, body: Vec<u8>, reason: &str) {
+        self.inner.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((topic, body, reason.to_owned()));
+    }
+
+    /// Dead-lettered messages so far, with their reasons.
+    pub fn dead_letters(&self) -> Vec<(Topic, Vec<u8>, String)> {
+        self.inner.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn depth(&self, topic: Topic) -> u32 {
+        self.topics().get(&topic).map_or(0, |heap| heap.len() as u32)
+    }
+
+    pub(super) fn consume(&self, topic: Topic) -> MemoryConsumer {
+        MemoryConsumer { queue: self.clone(), topic, stopped: false }
+    }
+
+    fn pop(&self, topic: Topic) -> Option<(u8, Vec<u8>)> {
+        self.topics().get_mut(&topic).and_then(BinaryHeap::pop).map(|(priority, _, body)| (priority, body))
+    }
+}
+
+pub struct MemoryConsumer {
+    queue: MemoryQueue,
+    topic: Topic,
+    stopped: bool,
+}
+
+impl MemoryConsumer {
+    pub(super) async fn next(&mut self) -> Option<MemoryDelivery> {
+        loop {
+            if self.stopped {
+                return None;
+            }
+            // Register interest before looking, so a publish between the look and the wait is not missed.
+            let arrived = self.queue.inner.arrived.notified();
+            if let Some((priority, body)) = self.queue.pop(self.topic) {
+                return Some(MemoryDelivery { queue: self.queue.clone(), topic: self.topic, priority, body });
+            }
+            arrived.await;
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.stopped = true;
+    }
+}
+
+pub struct MemoryDelivery {
+    queue: MemoryQueue,
+    topic: Topic,
+    priority: u8,
+    pub(super) body: Vec<u8>,
+}
+
+impl MemoryDelivery {
+    pub(super) fn requeue(self) {
+        self.queue.publish(self.topic, self.body, self.priority);
+    }
+}

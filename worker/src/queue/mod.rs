@@ -1,0 +1,175 @@
+//! The work queues: RabbitMQ in the fleet, an in-process priority queue in standalone mode.
+//!
+//! Two topics: `jobs` (scheduler → workers) and `callbacks` (the worker that finishes a request →
+//! the scheduler, which POSTs the client's callback). Each has a dead-letter queue for messages
+//! that cannot be processed, carrying the reason; nothing is dropped. Interactive jobs carry a
+//! higher message priority than batch jobs, so among waiting jobs they are delivered first.
+
+mod amqp;
+mod memory;
+
+use std::time::Duration;
+
+use rapid_proto::Priority;
+
+pub use self::amqp::AmqpQueue;
+pub use self::memory::MemoryQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("RabbitMQ: {0} (is RabbitMQ running and `amqp.url` right?)")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ refused to take a message on {queue} (negative publisher confirm); retry later")]
+    Nacked { queue: String },
+}
+
+/// Which stream of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Jobs,
+    Callbacks,
+}
+
+impl Topic {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Jobs => "jobs",
+            Self::Callbacks => "callbacks",
+        }
+    }
+}
+
+/// AMQP message priority (0–9): interactive work overtakes batch work already waiting.
+pub fn priority_level(priority: Priority) -> u8 {
+    match priority {
+        Priority::Interactive => 9,
+        Priority::Batch => 1,
+    }
+}
+
+#[derive(Clone)]
+pub enum Queue {
+    Amqp(AmqpQueue),
+    Memory(MemoryQueue),
+}
+
+impl Queue {
+    /// Publishes durably: returns once the broker confirmed the message.
+    pub async fn publish(&self, topic: Topic, body: &[u8], priority: u8) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(q) => q.publish(topic, body, priority).await,
+            Self::Memory(q) => {
+                q.publish(topic, body.to_vec(), priority);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes `body` so that it is delivered again after `delay` (retry with back-off).
+    pub async fn publish_delayed(&self, topic: Topic, body: &[u8], priority: u8, delay: Duration) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(q) => q.publish_delayed(topic, body, priority, delay).await,
+            Self::Memory(q) => {
+                q.publish_delayed(topic, body.to_vec(), priority, delay);
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves a message that cannot be processed to the topic's dead-letter queue, with the reason.
+    pub async fn dead_letter(&self, topic: Topic, body: &[u8], reason: &str) -> Result<(), QueueError> {
+        tracing::warn!(topic = topic.name(), reason, "dead-lettering a message");
+        match self {
+            Self::Amqp(q) => q.dead_letter(topic, body, reason).await,
+            Self::Memory(q) => {
+                q.dead_letter(topic, body.to_vec(), reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts consuming with at most `prefetch` unacknowledged deliveries.
+    pub async fn consume(&self, topic: Topic, prefetch: u16) -> Result<Consumer, QueueError> {
+        match self {
+            Self::Amqp(q) => Ok(Consumer::Amqp(q.consume(topic, prefetch).await?)),
+            Self::Memory(q) => Ok(Consumer::Memory(q.consume(topic))),
+        }
+    }
+
+    /// Messages waiting in a topic's queue (for `/metrics` and tests).
+    pub async fn depth(&self, topic: Topic) -> Result<u32, QueueError> {
+        match self {
+            Self::Amqp(q) => q.depth(topic).await,
+            Self::Memory(q) => Ok(q.depth(topic)),
+        }
+    }
+}
+
+pub enum Consumer {
+    Amqp(amqp::AmqpConsumer),
+    Memory(memory::MemoryConsumer),
+}
+
+impl Consumer {
+    /// The next delivery; `None` once the consumer was stopped or the connection closed.
+    pub async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        match self {
+            Self::Amqp(c) => c.next().await.map(|r| r.map(Delivery::Amqp)),
+            Self::Memory(c) => c.next().await.map(|d| Ok(Delivery::Memory(d))),
+        }
+    }
+
+    /// Stops taking new deliveries; those already delivered stay ours to ack or requeue.
+    pub async fn stop(&mut self) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(c) => c.stop().await,
+            Self::Memory(c) => {
+                c.stop();
+                Ok(())
+            }
+        }
+    }
+}
+
+pub enum Delivery {
+    Amqp(lapin::message::Delivery),
+    Memory(memory::MemoryDelivery),
+}
+
+impl Delivery {
+    pub fn body(&self) -> &[u8] {
+        match self {
+            Self::Amqp(d) => &d.data,
+            Self::Memory(d) => &d.body,
+        }
+    }
+
+    /// True when the broker delivered this message before (a worker died or requeued it).
+    pub fn redelivered(&self) -> bool {
+        match self {
+            Self::Amqp(d) => d.redelivered,
+            Self::Memory(_) => false,
+        }
+    }
+
+    /// Done with it: only after its effects (upload, state) are durable.
+    pub async fn ack(self) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(d) => Ok(d.ack(lapin::options::BasicAckOptions::default()).await?),
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Hands it back to the queue for another worker (shutdown before it finished).
+    pub async fn requeue(self) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(d) => {
+                Ok(d.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await?)
+            }
+            Self::Memory(d) => {
+                d.requeue();
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `rapid-worker run`: the fleet worker. Consumes jobs from RabbitMQ, writes state to Redis,
+//! uploads to S3, until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use rapid_worker::config::{self, WorkerFile};
+use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
+use rapid_worker::queue::{AmqpQueue, Queue};
+use rapid_worker::runner::Engines;
+use rapid_worker::state::{RedisState, StateStore};
+use rapid_worker::storage::{ObjectStore, S3Store};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The fleet configuration file (see CONFIG.md); `RAPID__…` variables override its keys.
+    #[arg(long, env = "RAPID_CONFIG", default_value = "deploy/config.example.toml")]
+    config: PathBuf,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let file: WorkerFile = config::load(&args.config)?;
+    let provider = file.worker.execution_provider.parse().context("worker.execution_provider")?;
+    let runtime = Runtime::new(&RuntimeOptions { provider, library: None, intra_threads: file.worker.threads })?;
+    // Models load before the first connection: a broken model directory stops the worker here.
+    let engines = Engines::load(&runtime, &file.worker.models)?;
+    tracing::info!(models = ?engines.models().collect::<Vec<_>>(), %provider, "models loaded");
+
+    // The engine runs on blocking threads; the async side only does I/O.
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    tokio.block_on(async {
+        let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp.url, &file.amqp.queue_prefix).await?);
+        let ttl = Duration::from_secs(file.redis.finished_ttl_secs);
+        let state = StateStore::Redis(RedisState::connect(&file.redis.url, &file.redis.key_prefix, ttl).await?);
+        let store = ObjectStore::S3(S3Store::connect(&file.s3).await?);
+        let consumer = JobConsumer {
+            queue,
+            state,
+            store,
+            engines: Arc::new(Mutex::new(engines)),
+            options: ConsumerOptions::from(&file.worker),
+        };
+        tracing::info!("waiting for jobs");
+        consumer.run(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// SIGTERM (what orchestrators send) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler only fails outside Unix");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
