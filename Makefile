@@ -1,25 +1,36 @@
-# Run with: make demo | make test | make lint
-# Every target installs what it needs first (deploy/setup.sh is idempotent and quick when done).
+# Run with: make demo | make test | make lint | make generate
+# Every target installs what it needs first (deploy/setup.sh and deploy/test-services.sh are
+# idempotent and quick once done).
 
 CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
-DEMO_OUT ?= out/demo.png
+GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup demo test lint fixtures
+.PHONY: setup services demo generate test lint fixtures
 
 setup:
 	bash deploy/setup.sh
 
-## The main job on the bundled small model: one marked image in out/.
+services:
+	bash deploy/test-services.sh
+
+## The main job on the embedded default: the whole fleet in one process (no servers) takes the
+## sample fashion design request, and prints the paths of the marked images it left in out/standalone/.
 demo: setup
-	@mkdir -p $(dir $(DEMO_OUT))
+	$(CARGO) build --release --quiet -p rapid-scheduler
+	./target/release/rapid-scheduler standalone --config deploy/standalone.toml --listen 127.0.0.1:0 \
+		--submit examples/fashion-design.json
+
+## One image straight from the engine, with per-stage timings.
+generate: setup
+	@mkdir -p $(dir $(GENERATE_OUT))
 	$(CARGO) run --release --quiet -p rapid-worker -- generate \
 		--model $(DEMO_MODEL) --prompt "a red silk evening dress with gold embroidery, studio photo" \
-		--seed 7 --steps 20 --width 64 --height 64 --out $(DEMO_OUT) --timings out/demo-timings.json
-	@echo "image written to $(DEMO_OUT) (per-stage timings in out/demo-timings.json)"
+		--seed 7 --steps 20 --width 64 --height 64 --out $(GENERATE_OUT) --timings out/generate-timings.json
 
-## Every test, plus formatting and lints (what CI runs).
-test: setup lint
+## Every test, plus formatting and lints (what CI runs). The fleet tests need RabbitMQ, Redis and
+## s3s-fs, which `services` starts or installs.
+test: setup services lint
 	$(CARGO) test --workspace --release
 
 lint:

@@ -65,7 +65,8 @@ impl CallbackSender {
         match self.post(&message).await {
             Ok(()) => tracing::info!(request = %message.request_id, "callback delivered"),
             Err(reason) if message.attempt + 1 < self.app.config.callback_max_attempts => {
-                let delay = Duration::from_millis(self.app.config.callback_backoff_ms) * 2u32.saturating_pow(message.attempt);
+                let delay =
+                    Duration::from_millis(self.app.config.callback_backoff_ms) * 2u32.saturating_pow(message.attempt);
                 tracing::warn!(request = %message.request_id, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed");
                 let retry = RequestFinished { attempt: message.attempt + 1, ..message };
                 queue.publish_delayed(Topic::Callbacks, &rapid_proto::encode(&retry), 5, delay).await?;
@@ -87,7 +88,8 @@ impl CallbackSender {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("request {} expired before its callback was sent", message.request_id))?;
         let view = view(&self.app, &request).await.map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(&CallbackBody { event: "request.finished", request: &view }).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&CallbackBody { event: "request.finished", request: &view })
+            .map_err(|e| e.to_string())?;
         let timestamp = rapid_worker::state::now_ms() / 1000;
         let signature = sign(&self.app.config.callback_secret, timestamp, &body);
         let response = self

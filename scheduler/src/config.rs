@@ -96,7 +96,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_steps: 1000, max_side: 2048, max_images_per_prompt: 16, max_jobs_per_request: 400, max_prompt_chars: 2000 }
+        Self {
+            max_steps: 1000,
+            max_side: 2048,
+            max_images_per_prompt: 16,
+            max_jobs_per_request: 400,
+            max_prompt_chars: 2000,
+        }
     }
 }
 

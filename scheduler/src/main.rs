@@ -56,13 +56,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(match cli.command {
-                    Command::Standalone { .. } => "warn",
-                    _ => "info",
-                })),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(match cli.command {
+                Command::Standalone { .. } => "warn",
+                _ => "info",
+            })
+        }))
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {

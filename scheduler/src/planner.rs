@@ -3,51 +3,32 @@
 //!
 //! Validation happens entirely before any write, so a rejected request leaves nothing behind.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rapid_proto::{Job, Priority, RequestRecord, SCHEMA_VERSION};
 use rapid_worker::consumer::{notify_if_request_done, queued_record};
 use rapid_worker::queue::{priority_level, Queue, Topic};
 use rapid_worker::state::{now_ms, StateStore};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::api::error::ApiError;
 use crate::config::SchedulerConfig;
 
-/// Generation parameters every submission endpoint takes; absent ones come from the
-/// configuration's `scheduler.defaults` and the model's size.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// Generation parameters every submission endpoint takes (`api::submit` declares them as body
+/// fields); absent ones come from the configuration's `scheduler.defaults` and the model's size.
+#[derive(Debug, Clone, Default)]
 pub struct GenerationParams {
-    /// A model name from the configuration; default `scheduler.default_model`.
     pub model: Option<String>,
     pub negative_prompt: Option<String>,
-    /// Denoising steps (1 to `limits.max_steps`).
     pub steps: Option<u32>,
     pub guidance_scale: Option<f32>,
-    /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
     pub sampler: Option<String>,
-    /// Seed of the first image; image n gets seed + n. Random when absent.
     pub seed: Option<u64>,
-    /// Size before upscaling, a multiple of the model's `size_multiple`.
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// ESRGAN ×4 after decoding.
     pub upscale: Option<bool>,
-    /// `png`, `jpeg` or `webp`.
     pub format: Option<String>,
-    /// `interactive` (served first) or `batch`.
-    #[schema(value_type = Option<String>)]
     pub priority: Option<Priority>,
-    /// Receives a signed POST when the request ends.
     pub callback_url: Option<String>,
-    /// Unix milliseconds after which unstarted jobs fail instead of running.
     pub deadline_ms: Option<u64>,
-    /// Fields no endpoint knows; any is an error (a misspelt option must not be ignored).
-    #[serde(flatten)]
-    #[schema(ignore)]
-    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 const SAMPLERS: [&str; 5] = ["pndm", "ddim", "euler", "euler-a", "dpmpp-2m"];
@@ -73,9 +54,6 @@ pub fn plan(
     params: &GenerationParams,
     default_priority: Priority,
 ) -> Result<Plan, ApiError> {
-    if let Some(field) = params.unknown.keys().next() {
-        return Err(ApiError::invalid(field.clone(), "unknown field; see /openapi.json for the fields this endpoint takes"));
-    }
     let limits = &config.limits;
     let defaults = &config.defaults;
     let model_name = params.model.clone().unwrap_or_else(|| config.default_model.clone());
@@ -89,7 +67,10 @@ pub fn plan(
     }
     let guidance_scale = params.guidance_scale.unwrap_or(defaults.guidance_scale);
     if !(0.0..=50.0).contains(&guidance_scale) {
-        return Err(ApiError::invalid("guidance_scale", format!("must be 0 to 50 (got {guidance_scale}); 7.5 is usual")));
+        return Err(ApiError::invalid(
+            "guidance_scale",
+            format!("must be 0 to 50 (got {guidance_scale}); 7.5 is usual"),
+        ));
     }
     let sampler = params.sampler.clone().unwrap_or_else(|| defaults.sampler.clone());
     if !SAMPLERS.contains(&sampler.as_str()) {
@@ -104,7 +85,10 @@ pub fn plan(
         if side == 0 || side > limits.max_side || side % model.size_multiple != 0 {
             return Err(ApiError::invalid(
                 field,
-                format!("{side} is not a multiple of {} between {} and {}", model.size_multiple, model.size_multiple, limits.max_side),
+                format!(
+                    "{side} is not a multiple of {} between {} and {}",
+                    model.size_multiple, model.size_multiple, limits.max_side
+                ),
             ));
         }
     }
@@ -114,7 +98,10 @@ pub fn plan(
     }
     let negative_prompt = params.negative_prompt.clone().unwrap_or_default();
     if negative_prompt.chars().count() > limits.max_prompt_chars {
-        return Err(ApiError::invalid("negative_prompt", format!("longer than {} characters", limits.max_prompt_chars)));
+        return Err(ApiError::invalid(
+            "negative_prompt",
+            format!("longer than {} characters", limits.max_prompt_chars),
+        ));
     }
     if let Some(url) = &params.callback_url {
         check_callback_url(url)?;

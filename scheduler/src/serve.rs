@@ -16,7 +16,13 @@ use crate::config::SchedulerFile;
 use crate::metrics::Metrics;
 use crate::prompts::PromptGenerator;
 
-pub fn app_state(file: &SchedulerFile, state: StateStore, queue: Queue, store: ObjectStore, presign_expiry: Duration) -> AppState {
+pub fn app_state(
+    file: &SchedulerFile,
+    state: StateStore,
+    queue: Queue,
+    store: ObjectStore,
+    presign_expiry: Duration,
+) -> AppState {
     AppState {
         config: Arc::new(file.scheduler.clone()),
         keys: ApiKeys::new(&file.tenants),
@@ -50,7 +56,10 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "scheduler listening");
     let rx = stopped.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await });
+    let server =
+        tokio::spawn(
+            async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await },
+        );
     shutdown_signal().await;
     tracing::info!("shutting down");
     stop.send_replace(true);

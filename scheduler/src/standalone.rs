@@ -16,9 +16,9 @@ use rapid_worker::state::{MemoryState, StateStore};
 use rapid_worker::storage::{LocalStore, ObjectStore};
 use tokio::sync::watch;
 
+use crate::api::app;
 use crate::api::requests::{RequestStatus, RequestView};
 use crate::api::submit::Accepted;
-use crate::api::app;
 use crate::callbacks::CallbackSender;
 use crate::config::SchedulerFile;
 
@@ -29,7 +29,12 @@ pub struct Submission {
     pub api_key: String,
 }
 
-pub async fn run(file: SchedulerFile, listen: SocketAddr, submission: Option<Submission>, keep_serving: bool) -> Result<()> {
+pub async fn run(
+    file: SchedulerFile,
+    listen: SocketAddr,
+    submission: Option<Submission>,
+    keep_serving: bool,
+) -> Result<()> {
     let standalone = file.standalone.clone().context("the configuration has no [standalone] section")?;
     let worker = file.worker.clone().context("standalone mode needs a [worker] section naming its models")?;
     let provider = worker.execution_provider.parse().context("worker.execution_provider")?;
@@ -38,7 +43,8 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr, submission: Option<Sub
     let queue = Queue::Memory(MemoryQueue::default());
     let state = StateStore::Memory(MemoryState::new(Duration::from_secs(standalone.finished_ttl_secs)));
     let local = LocalStore::new(&standalone.output_dir);
-    let app_state = crate::serve::app_state(&file, state.clone(), queue.clone(), ObjectStore::Local(local.clone()), Duration::ZERO);
+    let app_state =
+        crate::serve::app_state(&file, state.clone(), queue.clone(), ObjectStore::Local(local.clone()), Duration::ZERO);
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -63,11 +69,16 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr, submission: Option<Sub
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    eprintln!("standalone: API on http://{address} ({} in-process workers, images in {})", standalone.workers.max(1), standalone.output_dir.display());
+    eprintln!(
+        "standalone: API on http://{address} ({} in-process workers, images in {})",
+        standalone.workers.max(1),
+        standalone.output_dir.display()
+    );
     let rx = stopped.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await
-    });
+    let server =
+        tokio::spawn(
+            async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await },
+        );
 
     let outcome = match submission {
         Some(submission) => submit_and_wait(address, &submission, &local).await,
@@ -154,5 +165,8 @@ async fn submit_and_wait(address: SocketAddr, submission: &Submission, local: &L
 }
 
 fn relative(path: &Path) -> PathBuf {
-    std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf)).unwrap_or_else(|| path.to_path_buf())
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
 }

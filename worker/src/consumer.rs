@@ -113,16 +113,25 @@ impl JobConsumer {
         };
         let span = tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt);
         let _entered = span.enter();
-        match self.process(&job, delivery.redelivered(), &abort).await? {
-            Outcome::Done => delivery.ack().await?,
-            Outcome::Requeue => delivery.requeue().await?,
+        match self.process(&job, delivery.redelivered(), &abort).await {
+            Ok(Outcome::Done) => delivery.ack().await?,
+            Ok(Outcome::Requeue) => delivery.requeue().await?,
+            // A record this build cannot read will not become readable on a retry; the job goes
+            // to the dead-letter queue with the reason instead of stopping the worker.
+            Err(ConsumerError::State(e @ StateError::Corrupt { .. })) => {
+                self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
+                delivery.ack().await?;
+            }
+            // Broker or Redis unreachable: stop; the unacknowledged job returns to the queue.
+            Err(e) => return Err(e),
         }
         Ok(())
     }
 
     async fn process(&self, job: &Job, redelivered: bool, abort: &Arc<AtomicBool>) -> Result<Outcome, ConsumerError> {
         let Some(request) = self.state.request(&job.request_id).await? else {
-            let reason = format!("request {} is unknown to the state store (expired or never accepted)", job.request_id);
+            let reason =
+                format!("request {} is unknown to the state store (expired or never accepted)", job.request_id);
             self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
             return Ok(Outcome::Done);
         };

@@ -85,16 +85,17 @@ impl Engines {
         let mut known: Vec<&str> = self.models().collect();
         known.sort_unstable();
         let known = known.join(", ");
-        let pipeline = self
-            .pipelines
-            .get_mut(&job.model)
-            .ok_or_else(|| JobError::Permanent(format!("unknown model `{}`; this worker serves: {known}", job.model)))?;
-        let sampler: SamplerKind = job.sampler.parse().map_err(|e: rapid_engine::samplers::SamplerError| {
-            JobError::Permanent(format!("sampler: {e}"))
+        let pipeline = self.pipelines.get_mut(&job.model).ok_or_else(|| {
+            JobError::Permanent(format!("unknown model `{}`; this worker serves: {known}", job.model))
         })?;
-        let format: OutputFormat = job.format.parse().map_err(|e: rapid_engine::marking::MarkingError| {
-            JobError::Permanent(format!("format: {e}"))
-        })?;
+        let sampler: SamplerKind = job
+            .sampler
+            .parse()
+            .map_err(|e: rapid_engine::samplers::SamplerError| JobError::Permanent(format!("sampler: {e}")))?;
+        let format: OutputFormat = job
+            .format
+            .parse()
+            .map_err(|e: rapid_engine::marking::MarkingError| JobError::Permanent(format!("format: {e}")))?;
         let request = GenerationRequest {
             prompt: job.prompt.clone(),
             negative_prompt: job.negative_prompt.clone(),

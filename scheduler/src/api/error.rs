@@ -99,9 +99,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .map_err(|e| ApiError::invalid("body", e.body_text()))?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(deserializer).map(Json).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid(field, e.into_inner().to_string())
+            let message = e.inner().to_string();
+            let field = field_of(&e.path().to_string(), &message);
+            ApiError::invalid(field, message)
         })
+    }
+}
+
+/// The field a deserialisation error is about. For unknown and missing fields serde reports the
+/// enclosing object's path and names the field only in its message (`unknown field `stepz``),
+/// so the name is taken from there.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| message.split_once(marker).and_then(|(_, rest)| rest.split_once('`')).map(|(name, _)| name));
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn unknown_and_missing_fields_are_named_from_the_message() {
+        assert_eq!(field_of(".", "unknown field `stepz`, expected one of `a`, `b`"), "stepz");
+        assert_eq!(field_of("keywords", "unknown field `colour`, expected `color`"), "keywords.colour");
+        assert_eq!(field_of(".", "missing field `prompts`"), "prompts");
+        assert_eq!(field_of("steps", "invalid type: string \"x\", expected u32"), "steps");
+        assert_eq!(field_of(".", "expected value at line 1 column 2"), "body");
     }
 }

@@ -57,6 +57,8 @@ pub struct JobView {
     pub total_steps: u32,
     pub attempts: u32,
     pub error: Option<String>,
+    /// When the latest attempt started running (Unix ms).
+    pub started_ms: Option<u64>,
     pub images: Vec<ImageView>,
 }
 
@@ -119,7 +121,8 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
     let records = state.state.jobs(&request.job_ids).await?;
     let mut jobs = Vec::with_capacity(records.len());
     for (id, record) in request.job_ids.iter().zip(records) {
-        let record = record.ok_or_else(|| ApiError::Internal(format!("job {id} of request {} has no record", request.id)))?;
+        let record =
+            record.ok_or_else(|| ApiError::Internal(format!("job {id} of request {} has no record", request.id)))?;
         let mut images = Vec::with_capacity(record.images.len());
         for image in &record.images {
             let url = state
@@ -127,7 +130,13 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
                 .download_url(&image.key, state.presign_expiry)
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            images.push(ImageView { key: image.key.clone(), url, width: image.width, height: image.height, bytes: image.bytes });
+            images.push(ImageView {
+                key: image.key.clone(),
+                url,
+                width: image.width,
+                height: image.height,
+                bytes: image.bytes,
+            });
         }
         jobs.push(JobView {
             id: record.id,
@@ -138,6 +147,7 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
             total_steps: record.total_steps,
             attempts: record.attempts,
             error: record.error,
+            started_ms: record.started_ms,
             images,
         });
     }
@@ -163,7 +173,8 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
 pub fn aggregate(statuses: impl Iterator<Item = JobStatus> + Clone) -> RequestStatus {
     let count = |wanted: JobStatus| statuses.clone().filter(|s| *s == wanted).count();
     let total = statuses.clone().count();
-    let (queued, running, succeeded) = (count(JobStatus::Queued), count(JobStatus::Running), count(JobStatus::Succeeded));
+    let (queued, running, succeeded) =
+        (count(JobStatus::Queued), count(JobStatus::Running), count(JobStatus::Succeeded));
     if running > 0 || (queued > 0 && queued < total) {
         RequestStatus::Running
     } else if queued > 0 {

@@ -14,15 +14,73 @@ use super::AppState;
 use crate::planner::{self, check_prompt, GenerationParams, PromptImages};
 use crate::prompts::{Dish, FashionKeywords, Language};
 
-/// `POST /v1/generations`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct GenerationBody {
-    /// One or more prompts.
-    pub prompts: Vec<String>,
-    /// Images per prompt (default 1).
-    pub images_per_prompt: Option<u32>,
-    #[serde(flatten)]
-    pub params: GenerationParams,
+/// Declares a submission body: the endpoint's own fields plus the generation parameters every
+/// endpoint takes, as flat JSON fields. A macro rather than `#[serde(flatten)]`, because flatten
+/// defeats `deny_unknown_fields` and hides the path of a bad field from the error message.
+macro_rules! submission_body {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $type,)*
+            /// A model name from the configuration; default `scheduler.default_model`.
+            pub model: Option<String>,
+            pub negative_prompt: Option<String>,
+            /// Denoising steps (1 to `limits.max_steps`).
+            pub steps: Option<u32>,
+            /// Classifier-free guidance weight, 0 to 50.
+            pub guidance_scale: Option<f32>,
+            /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
+            pub sampler: Option<String>,
+            /// Seed of the first image; image n gets seed + n. Random when absent.
+            pub seed: Option<u64>,
+            /// Size before upscaling, a multiple of the model's `size_multiple`.
+            pub width: Option<u32>,
+            pub height: Option<u32>,
+            /// ESRGAN ×4 after decoding.
+            pub upscale: Option<bool>,
+            /// `png`, `jpeg` or `webp`.
+            pub format: Option<String>,
+            /// `interactive` (served first) or `batch`.
+            #[schema(value_type = Option<String>)]
+            pub priority: Option<Priority>,
+            /// Receives a signed POST when the request ends.
+            pub callback_url: Option<String>,
+            /// Unix milliseconds after which unstarted jobs fail instead of running.
+            pub deadline_ms: Option<u64>,
+        }
+
+        impl $name {
+            fn params(&self) -> GenerationParams {
+                GenerationParams {
+                    model: self.model.clone(),
+                    negative_prompt: self.negative_prompt.clone(),
+                    steps: self.steps,
+                    guidance_scale: self.guidance_scale,
+                    sampler: self.sampler.clone(),
+                    seed: self.seed,
+                    width: self.width,
+                    height: self.height,
+                    upscale: self.upscale,
+                    format: self.format.clone(),
+                    priority: self.priority,
+                    callback_url: self.callback_url.clone(),
+                    deadline_ms: self.deadline_ms,
+                }
+            }
+        }
+    };
+}
+
+submission_body! {
+    /// `POST /v1/generations`.
+    pub struct GenerationBody {
+        /// One or more prompts.
+        pub prompts: Vec<String>,
+        /// Images per prompt (default 1).
+        pub images_per_prompt: Option<u32>,
+    }
 }
 
 /// One keyword or several.
@@ -52,19 +110,17 @@ pub struct FashionKeywordsBody {
     pub style: Option<OneOrMany>,
 }
 
-/// `POST /v1/fashion/designs`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct FashionBody {
-    pub keywords: FashionKeywordsBody,
-    /// How many prompts to generate from the keywords (default 4).
-    pub prompts: Option<usize>,
-    /// Images per prompt (default 1).
-    pub images_per_prompt: Option<u32>,
-    /// `zh` or `en` (default `en`).
-    #[schema(value_type = Option<String>)]
-    pub language: Option<Language>,
-    #[serde(flatten)]
-    pub params: GenerationParams,
+submission_body! {
+    /// `POST /v1/fashion/designs`.
+    pub struct FashionBody {
+        pub keywords: FashionKeywordsBody,
+        /// How many prompts to generate from the keywords (default 4).
+        pub prompts: Option<usize>,
+        /// Images per prompt (default 1).
+        pub images_per_prompt: Option<u32>,
+        /// `zh` or `en` (default `en`).
+        pub language: Option<Language>,
+    }
 }
 
 /// A dish: a name, or a name with keywords.
@@ -79,19 +135,17 @@ pub enum DishBody {
     },
 }
 
-/// `POST /v1/cuisine/menus` (batch priority unless the body says otherwise).
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CuisineBody {
-    /// The vendor the menu is for (recorded, and part of no prompt).
-    pub vendor: String,
-    pub dishes: Vec<DishBody>,
-    /// Images per dish (default 1).
-    pub images_per_dish: Option<u32>,
-    /// `zh` or `en` (default `en`).
-    #[schema(value_type = Option<String>)]
-    pub language: Option<Language>,
-    #[serde(flatten)]
-    pub params: GenerationParams,
+submission_body! {
+    /// `POST /v1/cuisine/menus` (batch priority unless the body says otherwise).
+    pub struct CuisineBody {
+        /// The vendor the menu is for (recorded, and part of no prompt).
+        pub vendor: String,
+        pub dishes: Vec<DishBody>,
+        /// Images per dish (default 1).
+        pub images_per_dish: Option<u32>,
+        /// `zh` or `en` (default `en`).
+        pub language: Option<Language>,
+    }
 }
 
 /// What a submission answers: the request id, the prompts it expanded to, and one job per image.
@@ -128,7 +182,7 @@ pub async fn generations(
         .enumerate()
         .map(|(i, p)| Ok(PromptImages { prompt: check_prompt(&format!("prompts[{i}]"), p, max_chars)?, images }))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    submit(&state, &tenant, "generation", prompts, &body.params, Priority::Interactive).await
+    submit(&state, &tenant, "generation", prompts, &body.params(), Priority::Interactive).await
 }
 
 #[utoipa::path(post, path = "/v1/fashion/designs", request_body = FashionBody, security(("bearer" = [])),
@@ -139,6 +193,7 @@ pub async fn fashion_designs(
     Json(body): Json<FashionBody>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
     let images = images_per("images_per_prompt", body.images_per_prompt, &state)?;
+    let params = body.params();
     let keywords = body.keywords;
     let keywords = FashionKeywords {
         category: keywords.category.map(OneOrMany::into_vec).unwrap_or_default(),
@@ -148,13 +203,13 @@ pub async fn fashion_designs(
         style: keywords.style.map(OneOrMany::into_vec).unwrap_or_default(),
     };
     let language = body.language.unwrap_or(Language::En);
-    let seed = body.params.seed.unwrap_or(0);
+    let seed = body.seed.unwrap_or(0);
     let prompts = state
         .prompts
         .fashion(&keywords, body.prompts.unwrap_or(4), language, seed)
         .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
     let prompts = prompts.into_iter().map(|prompt| PromptImages { prompt, images }).collect();
-    submit(&state, &tenant, "fashion_design", prompts, &body.params, Priority::Interactive).await
+    submit(&state, &tenant, "fashion_design", prompts, &params, Priority::Interactive).await
 }
 
 #[utoipa::path(post, path = "/v1/cuisine/menus", request_body = CuisineBody, security(("bearer" = [])),
@@ -166,6 +221,7 @@ pub async fn cuisine_menus(
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
     check_prompt("vendor", &body.vendor, 200)?;
     let images = images_per("images_per_dish", body.images_per_dish, &state)?;
+    let params = body.params();
     let dishes: Vec<Dish> = body
         .dishes
         .into_iter()
@@ -177,10 +233,10 @@ pub async fn cuisine_menus(
     let language = body.language.unwrap_or(Language::En);
     let prompts = state
         .prompts
-        .cuisine(&dishes, language, body.params.seed.unwrap_or(0))
+        .cuisine(&dishes, language, body.seed.unwrap_or(0))
         .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
     let prompts = prompts.into_iter().map(|prompt| PromptImages { prompt, images }).collect();
-    submit(&state, &tenant, "cuisine_menu", prompts, &body.params, Priority::Batch).await
+    submit(&state, &tenant, "cuisine_menu", prompts, &params, Priority::Batch).await
 }
 
 fn images_per(field: &str, value: Option<u32>, state: &AppState) -> Result<u32, ApiError> {
@@ -207,7 +263,11 @@ async fn submit(
         status_url: format!("/v1/requests/{}", plan.record.id),
         request_id: plan.record.id.clone(),
         prompts: plan.record.prompts.clone(),
-        jobs: plan.jobs.iter().map(|j| AcceptedJob { id: j.id.clone(), prompt: j.prompt.clone(), seed: j.seed }).collect(),
+        jobs: plan
+            .jobs
+            .iter()
+            .map(|j| AcceptedJob { id: j.id.clone(), prompt: j.prompt.clone(), seed: j.seed })
+            .collect(),
     };
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
 }

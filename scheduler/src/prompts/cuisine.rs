@@ -72,8 +72,7 @@ pub(super) fn generate(
         let candidates: Vec<String> = (0..variants.len())
             .map(|offset| {
                 let (sentence, frame) = variants[(start + offset) % variants.len()];
-                let subject = sentence.render(value);
-                frame.render(|slot| (slot == Slot::Subject).then_some(subject.as_str()))
+                frame.wrap(&sentence.render(value))
             })
             .collect();
         let Some(prompt) = candidates.iter().find(|prompt| !owners.contains_key(*prompt)) else {

@@ -83,8 +83,7 @@ pub(super) fn generate(
                 let picked = picked.map(|((_, values), &pick)| values[pick]);
                 picked.or((slot == Slot::Category).then_some(templates.default_category.as_str()))
             };
-            let subject = sentence.render(value);
-            frame.render(|slot| (slot == Slot::Subject).then_some(subject.as_str()))
+            frame.wrap(&sentence.render(value))
         })
         .filter(|prompt| seen.insert(prompt.clone()))
         .take(count)

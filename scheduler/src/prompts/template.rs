@@ -162,6 +162,13 @@ impl<G: Grammar> Template<G> {
     }
 }
 
+impl Template<Frame> {
+    /// The rendered sentence `subject` inside this frame.
+    pub(super) fn wrap(&self, subject: &str) -> String {
+        self.render(|slot| (slot == Slot::Subject).then_some(subject))
+    }
+}
+
 impl<'de, G: Grammar> Deserialize<'de> for Template<G> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -229,6 +236,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[derive(Debug)]
@@ -275,12 +284,7 @@ mod tests {
 
     #[test]
     fn an_empty_template_list_is_rejected() {
-        #[derive(Debug, Deserialize)]
-        struct File {
-            #[allow(dead_code)] // only parsed
-            sentences: NonEmpty<Template<Menu>>,
-        }
-        let error = toml::from_str::<File>("sentences = []").unwrap_err().to_string();
-        assert!(error.contains("give at least one template"), "{error}");
+        let error = toml::from_str::<HashMap<String, NonEmpty<Template<Menu>>>>("sentences = []").unwrap_err();
+        assert!(error.to_string().contains("give at least one template"), "{error}");
     }
 }

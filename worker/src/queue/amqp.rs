@@ -94,9 +94,8 @@ impl AmqpQueue {
     pub(super) async fn consume(&self, topic: Topic, prefetch: u16) -> Result<AmqpConsumer, QueueError> {
         let channel = self.connection.create_channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(&self.main(topic), "", BasicConsumeOptions::default(), FieldTable::default())
-            .await?;
+        let consumer =
+            channel.basic_consume(&self.main(topic), "", BasicConsumeOptions::default(), FieldTable::default()).await?;
         Ok(AmqpConsumer { channel, consumer })
     }
 

@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 
 use super::Topic;
 
+/// Waiting messages of one topic: highest priority first, then oldest (lowest sequence) first.
+type Waiting = BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>;
+
 #[derive(Clone, Default)]
 pub struct MemoryQueue {
     inner: Arc<Inner>,
@@ -17,14 +20,14 @@ pub struct MemoryQueue {
 
 #[derive(Default)]
 struct Inner {
-    topics: Mutex<HashMap<Topic, BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>>>,
+    topics: Mutex<HashMap<Topic, Waiting>>,
     dead: Mutex<Vec<(Topic, Vec<u8>, String)>>,
     sequence: std::sync::atomic::AtomicU64,
     arrived: Notify,
 }
 
 impl MemoryQueue {
-    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>>> {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, Waiting>> {
         self.inner.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -43,7 +46,11 @@ impl MemoryQueue {
     }
 
     pub(super) fn dead_letter(&self, topic: Topic, body: Vec<u8>, reason: &str) {
-        self.inner.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((topic, body, reason.to_owned()));
+        self.inner.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+            topic,
+            body,
+            reason.to_owned(),
+        ));
     }
 
     /// Dead-lettered messages so far, with their reasons.

@@ -66,7 +66,13 @@ impl Queue {
     }
 
     /// Publishes `body` so that it is delivered again after `delay` (retry with back-off).
-    pub async fn publish_delayed(&self, topic: Topic, body: &[u8], priority: u8, delay: Duration) -> Result<(), QueueError> {
+    pub async fn publish_delayed(
+        &self,
+        topic: Topic,
+        body: &[u8],
+        priority: u8,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         match self {
             Self::Amqp(q) => q.publish_delayed(topic, body, priority, delay).await,
             Self::Memory(q) => {
@@ -91,7 +97,7 @@ impl Queue {
     /// Starts consuming with at most `prefetch` unacknowledged deliveries.
     pub async fn consume(&self, topic: Topic, prefetch: u16) -> Result<Consumer, QueueError> {
         match self {
-            Self::Amqp(q) => Ok(Consumer::Amqp(q.consume(topic, prefetch).await?)),
+            Self::Amqp(q) => Ok(Consumer::Amqp(Box::new(q.consume(topic, prefetch).await?))),
             Self::Memory(q) => Ok(Consumer::Memory(q.consume(topic))),
         }
     }
@@ -106,7 +112,8 @@ impl Queue {
 }
 
 pub enum Consumer {
-    Amqp(amqp::AmqpConsumer),
+    // Boxed: one consumer per worker, and the lapin side is much larger than the in-memory one.
+    Amqp(Box<amqp::AmqpConsumer>),
     Memory(memory::MemoryConsumer),
 }
 
@@ -114,7 +121,7 @@ impl Consumer {
     /// The next delivery; `None` once the consumer was stopped or the connection closed.
     pub async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
         match self {
-            Self::Amqp(c) => c.next().await.map(|r| r.map(Delivery::Amqp)),
+            Self::Amqp(c) => c.next().await.map(|r| r.map(|d| Delivery::Amqp(Box::new(d)))),
             Self::Memory(c) => c.next().await.map(|d| Ok(Delivery::Memory(d))),
         }
     }
@@ -132,7 +139,7 @@ impl Consumer {
 }
 
 pub enum Delivery {
-    Amqp(lapin::message::Delivery),
+    Amqp(Box<lapin::message::Delivery>),
     Memory(memory::MemoryDelivery),
 }
 

@@ -25,7 +25,8 @@ struct Inner {
 impl Inner {
     fn purge_expired(&mut self) {
         let now = Instant::now();
-        let expired: Vec<String> = self.expires.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<String> =
+            self.expires.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
         for id in expired {
             self.expires.remove(&id);
             if let Some(request) = self.requests.remove(&id) {

@@ -12,7 +12,9 @@ pub use self::s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("S3 {operation} of {key}: {message} (check the `s3` section of the configuration and that the store is up)")]
+    #[error(
+        "S3 {operation} of {key}: {message} (check the `s3` section of the configuration and that the store is up)"
+    )]
     S3 { operation: &'static str, key: String, message: String },
     #[error("writing {path}: {source}")]
     Local { path: String, source: std::io::Error },

@@ -78,7 +78,12 @@ impl S3Store {
 
     /// Can the bucket be reached (for `/readyz`)?
     pub async fn ping(&self) -> Result<(), StorageError> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| error("head-bucket", &self.bucket, e))?;
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| error("head-bucket", &self.bucket, e))?;
         Ok(())
     }
 }

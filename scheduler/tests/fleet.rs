@@ -1,0 +1,328 @@
+//! The fleet end to end against real servers: RabbitMQ and Redis on localhost, an s3s-fs server
+//! per test, the scheduler binary and worker processes (`support` starts them all).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{signal, Fleet, FleetOptions, ACME, GLOBEX};
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn jobs(view: &Value) -> &Vec<Value> {
+    view["jobs"].as_array().expect("jobs array")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fashion_request_reaches_s3_with_metadata_and_presigned_urls() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    fleet.start_worker();
+    let body = json!({
+        "keywords": {"category": "dress", "fabric": ["silk", "linen"], "color": ["red", "ivory"]},
+        "prompts": 2, "images_per_prompt": 2, "language": "en", "seed": 3, "steps": 3
+    });
+    let id = fleet.submit("/v1/fashion/designs", body).await;
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["prompts"].as_array().unwrap().len(), 2);
+    assert_eq!(jobs(&view).len(), 4);
+
+    let http = reqwest::Client::new();
+    for job in jobs(&view) {
+        assert_eq!(job["step"], job["total_steps"], "{job}");
+        let images = job["images"].as_array().unwrap();
+        assert_eq!(images.len(), 1, "{job}");
+        let image = &images[0];
+        assert!(image["key"].as_str().unwrap().starts_with(&format!("acme/{id}/")), "{image}");
+        let response = http.get(image["url"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "presigned URL {}", image["url"]);
+        let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header("x-amz-meta-ai-generated").as_deref(), Some("true"));
+        assert_eq!(header("x-amz-meta-model").as_deref(), Some("tiny-sd-clip"));
+        assert_eq!(header("x-amz-meta-seed"), Some(job["seed"].to_string()));
+        let bytes = response.bytes().await.unwrap();
+        let decoded = image::load_from_memory(&bytes).expect("a PNG");
+        assert_eq!((decoded.width(), decoded.height()), (256, 256), "64 px upscaled ×4");
+    }
+    // A URL that was tampered with must not work: clients get signed URLs, not bucket access.
+    let url = jobs(&view)[0]["images"][0]["url"].as_str().unwrap().replace("-0.png", "-1.png");
+    assert_ne!(http.get(url).send().await.unwrap().status(), 200);
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuisine_menu_succeeds_and_expires_after_its_ttl() {
+    let mut fleet = Fleet::start(FleetOptions { finished_ttl_secs: 2, ..FleetOptions::default() }).await;
+    fleet.start_worker();
+    let body = json!({
+        "vendor": "Golden Wok",
+        "dishes": ["mapo tofu", {"name": "kung pao chicken", "keywords": ["peanuts"]}],
+        "images_per_dish": 1, "language": "zh", "steps": 2
+    });
+    let id = fleet.submit("/v1/cuisine/menus", body).await;
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(fleet.objects(&format!("acme/{id}/")).await.len(), 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = fleet.get(&format!("/v1/requests/{id}"), ACME).await;
+    assert_eq!(status, 404, "a finished request expires after finished_ttl_secs");
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_skips_queued_jobs_and_stops_the_running_one() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    fleet.start_worker();
+    let body = json!({"prompts": ["a long job"], "images_per_prompt": 4, "steps": 1000, "sampler": "euler"});
+    let id = fleet.submit("/v1/generations", body).await;
+    fleet
+        .wait_for(&id, LONG, "a running job past step 2", |v| {
+            jobs(v).iter().any(|j| j["status"] == "running" && j["step"].as_u64() > Some(2))
+        })
+        .await;
+    let (status, _) = fleet.delete(&format!("/v1/requests/{id}"), ACME).await;
+    assert_eq!(status, 200);
+    let view = fleet.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    for job in jobs(&view) {
+        assert_eq!(job["status"], "cancelled", "{job}");
+        assert!(job["images"].as_array().unwrap().is_empty());
+    }
+    let stopped = jobs(&view).iter().find(|j| j["attempts"] == 1).expect("the job that was running");
+    assert!(stopped["step"].as_u64().unwrap() < 1000, "stopped between steps, not at the end: {stopped}");
+    assert!(fleet.objects(&format!("acme/{id}/")).await.is_empty());
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_requests() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let id = fleet.submit("/v1/generations", json!({"prompts": ["a coat"]})).await;
+    let path = format!("/v1/requests/{id}");
+    assert_eq!(fleet.get(&path, ACME).await.0, 200);
+    assert_eq!(fleet.get(&path, GLOBEX).await.0, 404, "another tenant's request is not found");
+    assert_eq!(fleet.delete(&path, GLOBEX).await.0, 404);
+    assert_eq!(fleet.get(&path, ACME).await.1["status"], "queued", "globex's DELETE changed nothing");
+    assert_eq!(fleet.get(&path, "wrong-key").await.0, 401);
+    let response = reqwest::get(format!("{}{path}", fleet.base)).await.unwrap();
+    assert_eq!(response.status(), 401, "no key");
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_the_field_and_enqueues_nothing() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("/v1/generations", json!({"prompts": ["x"], "steps": 0}), "steps"),
+        ("/v1/generations", json!({"prompts": ["x"], "steps": 1001}), "steps"),
+        ("/v1/generations", json!({"prompts": ["x"], "steps": "many"}), "steps"),
+        ("/v1/generations", json!({"prompts": ["x"], "width": 65}), "width"),
+        ("/v1/generations", json!({"prompts": ["x"], "sampler": "heun"}), "sampler"),
+        ("/v1/generations", json!({"prompts": ["x"], "format": "gif"}), "format"),
+        ("/v1/generations", json!({"prompts": ["x"], "model": "sdxl"}), "model"),
+        ("/v1/generations", json!({"prompts": ["x"], "stepz": 20}), "stepz"),
+        ("/v1/generations", json!({"prompts": ["x"], "callback_url": "ftp://example.com/x"}), "callback_url"),
+        ("/v1/generations", json!({"prompts": ["x"], "images_per_prompt": 0}), "images_per_prompt"),
+        ("/v1/generations", json!({"prompts": []}), "prompts"),
+        ("/v1/generations", json!({"prompts": ["ok", "  "]}), "prompts[1]"),
+        ("/v1/generations", json!({"steps": 3}), "prompts"),
+        ("/v1/fashion/designs", json!({"keywords": {}}), "keywords"),
+        ("/v1/fashion/designs", json!({"keywords": {"color": "red"}, "prompts": 0}), "prompts"),
+        ("/v1/fashion/designs", json!({"keywords": {"colour": "red"}}), "keywords"),
+        ("/v1/fashion/designs", json!({"keywords": {"color": "red"}, "language": "fr"}), "language"),
+        ("/v1/cuisine/menus", json!({"vendor": "v", "dishes": []}), "dishes"),
+        ("/v1/cuisine/menus", json!({"vendor": "v", "dishes": ["soup", " "]}), "dishes[1].name"),
+    ];
+    for (path, body, field) in cases {
+        let (status, error) = fleet.post(path, ACME, &body).await;
+        assert!((400..500).contains(&status), "{path} {body}: {status} {error}");
+        let named = error["error"]["field"].as_str().unwrap_or_default();
+        assert!(named.starts_with(field), "{path} {body}: expected field `{field}`, got {error}");
+        assert!(!error["error"]["message"].as_str().unwrap_or_default().is_empty(), "{error}");
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/generations", fleet.base))
+        .bearer_auth(ACME)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(fleet.queue_depth("jobs").await, 0, "a rejected request enqueues nothing");
+    assert!(fleet.redis_keys().await.is_empty(), "a rejected request writes no state");
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    fleet.start_worker();
+    let id = fleet.submit("/v1/generations", json!({"prompts": ["a parka"], "steps": 150, "sampler": "euler"})).await;
+    fleet.wait_for(&id, LONG, "the job past step 5", |v| jobs(v)[0]["step"].as_u64() > Some(5)).await;
+    signal(&fleet.workers[0], "KILL");
+    fleet.start_worker();
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(jobs(&view)[0]["attempts"], 2, "redelivered once: {view}");
+    let objects = fleet.objects(&format!("acme/{id}/")).await;
+    assert_eq!(objects.len(), 1, "exactly one set of objects: {objects:?}");
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_requeues_the_job_in_hand_after_the_grace_period() {
+    let mut fleet = Fleet::start(FleetOptions { shutdown_grace_secs: 1, ..FleetOptions::default() }).await;
+    fleet.start_worker();
+    let id =
+        fleet.submit("/v1/generations", json!({"prompts": ["a trench coat"], "steps": 400, "sampler": "euler"})).await;
+    fleet.wait_for(&id, LONG, "the job running", |v| jobs(v)[0]["step"].as_u64() > Some(2)).await;
+    signal(&fleet.workers[0], "TERM");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = fleet.workers[0].try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the worker did not exit after SIGTERM\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status}\n{}", fleet.logs());
+    let (_, view) = fleet.get(&format!("/v1/requests/{id}"), ACME).await;
+    assert_eq!(jobs(&view)[0]["status"], "queued", "the unfinished job went back to the queue: {view}");
+    assert_eq!(fleet.queue_depth("jobs").await, 1);
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_work_overtakes_waiting_batch_work() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    let batch = json!({"vendor": "v", "dishes": ["soup", "noodles", "dumplings", "rice", "tea"], "steps": 2});
+    let batch_id = fleet.submit("/v1/cuisine/menus", batch).await;
+    let interactive_id = fleet.submit("/v1/generations", json!({"prompts": ["a scarf"], "steps": 2})).await;
+    fleet.start_worker();
+    let batch_view = fleet.wait_final(&batch_id, LONG).await;
+    let interactive_view = fleet.wait_final(&interactive_id, LONG).await;
+    let interactive_start = jobs(&interactive_view)[0]["started_ms"].as_u64();
+    assert!(interactive_start.is_some(), "{interactive_view}");
+    for job in jobs(&batch_view) {
+        assert!(job["started_ms"].as_u64() > interactive_start, "batch job {job} started before the interactive one");
+    }
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_with_backoff_or_dead_letter_with_the_reason() {
+    let mut fleet = Fleet::start(FleetOptions { phantom_model: true, ..FleetOptions::default() }).await;
+    fleet.start_worker();
+    fleet.wait_worker_ready(0).await;
+    // Storage down: the upload fails, the job is retried after the back-off and then succeeds.
+    fleet.stop_s3();
+    let id = fleet.submit("/v1/generations", json!({"prompts": ["a beret"], "steps": 2})).await;
+    let view = fleet
+        .wait_for(&id, LONG, "a failed first attempt", |v| {
+            jobs(v)[0]["attempts"] == 1 && jobs(v)[0]["status"] == "queued"
+        })
+        .await;
+    assert!(jobs(&view)[0]["error"].as_str().unwrap().contains("S3"), "{view}");
+    fleet.start_s3();
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert!(jobs(&view)[0]["attempts"].as_u64() >= Some(2), "{view}");
+
+    // A model no worker serves is a permanent failure: dead-lettered at once, not retried.
+    let id =
+        fleet.submit("/v1/generations", json!({"prompts": ["a beret"], "model": "phantom", "upscale": false})).await;
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(jobs(&view)[0]["attempts"], 1);
+    assert!(jobs(&view)[0]["error"].as_str().unwrap().contains("unknown model `phantom`"), "{view}");
+    assert_eq!(fleet.queue_depth("jobs.dead").await, 1);
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_messages_are_dead_lettered_with_the_reason() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    fleet.start_worker();
+    let channel = fleet.amqp().await;
+    let queue = format!("{}.jobs", fleet.prefix);
+    let newer = json!({"v": 99, "id": "from-the-future"}).to_string();
+    for body in [b"not json at all".as_slice(), newer.as_bytes()] {
+        channel
+            .basic_publish("", &queue, Default::default(), body, lapin::BasicProperties::default().with_priority(1))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + LONG;
+    while fleet.queue_depth("jobs.dead").await < 2 {
+        assert!(std::time::Instant::now() < deadline, "not dead-lettered\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let message = channel
+            .basic_get(&format!("{queue}.dead"), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        let headers = message.delivery.properties.headers().clone().unwrap();
+        match headers.inner().get("x-rapid-reason") {
+            Some(lapin::types::AMQPValue::LongString(reason)) => reasons.push(reason.to_string()),
+            other => panic!("x-rapid-reason is {other:?}"),
+        }
+    }
+    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("unsupported schema version 99")), "{reasons:?}");
+    assert_eq!(fleet.queue_depth("jobs").await, 0);
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_signed_and_retried() {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+
+    type Calls = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+    let received: Calls = Arc::default();
+    let sink = Arc::clone(&received);
+    // The client's endpoint fails the first POST and accepts the second.
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let mut calls = sink.lock().unwrap();
+                calls.push((headers, body.to_vec()));
+                if calls.len() == 1 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    fleet.start_worker();
+    let id = fleet.submit("/v1/generations", json!({"prompts": ["a hat"], "steps": 2, "callback_url": hook})).await;
+    fleet.wait_final(&id, LONG).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "callback not retried\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = received.lock().unwrap().clone();
+    for (headers, body) in &calls {
+        let timestamp: u64 = headers["x-rapid-timestamp"].to_str().unwrap().parse().unwrap();
+        let expected = format!("sha256={}", rapid_scheduler::callbacks::sign("test-secret", timestamp, body));
+        assert_eq!(headers["x-rapid-signature"].to_str().unwrap(), expected);
+        let payload: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(payload["request"]["request_id"], id.as_str());
+        assert_eq!(payload["request"]["status"], "succeeded");
+    }
+    fleet.cleanup_amqp().await;
+}
