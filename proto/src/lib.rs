@@ -229,6 +229,47 @@ mod tests {
     }
 
     #[test]
+    fn state_records_round_trip() {
+        let record = JobRecord {
+            v: SCHEMA_VERSION,
+            id: "req-1-000".into(),
+            request_id: "req-1".into(),
+            prompt: "一件红色的丝绸连衣裙".into(),
+            seed: 42,
+            status: JobStatus::Succeeded,
+            step: 51,
+            total_steps: 51,
+            attempts: 2,
+            error: Some("S3 put failed".into()),
+            images: vec![ImageRef { key: "acme/req-1/req-1-000-0.png".into(), bytes: 10, width: 256, height: 256 }],
+            timings_ms: vec![("vae".into(), 12.5)],
+            started_ms: Some(1),
+            updated_ms: 2,
+        };
+        assert_eq!(decode::<JobRecord>(&encode(&record)).unwrap(), record);
+        let request = RequestRecord {
+            v: SCHEMA_VERSION,
+            id: "req-1".into(),
+            tenant: "acme".into(),
+            kind: "fashion_design".into(),
+            prompts: vec!["the photo of a coat".into()],
+            job_ids: vec!["req-1-000".into()],
+            callback_url: Some("https://example.com/hook".into()),
+            created_ms: 3,
+        };
+        assert_eq!(decode::<RequestRecord>(&encode(&request)).unwrap(), request);
+        let finished = RequestFinished {
+            v: SCHEMA_VERSION,
+            request_id: "req-1".into(),
+            tenant: "acme".into(),
+            callback_url: "https://example.com/hook".into(),
+            attempt: 1,
+        };
+        assert_eq!(decode::<RequestFinished>(&encode(&finished)).unwrap(), finished);
+        assert!(JobStatus::Cancelled.is_final() && !JobStatus::Running.is_final());
+    }
+
+    #[test]
     fn unknown_version_is_named() {
         let mut value = serde_json::to_value(job()).unwrap();
         value["v"] = 2.into();

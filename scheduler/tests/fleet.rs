@@ -107,6 +107,15 @@ async fn tenants_see_only_their_own_requests() {
     assert_eq!(fleet.get(&path, "wrong-key").await.0, 401);
     let response = reqwest::get(format!("{}{path}", fleet.base)).await.unwrap();
     assert_eq!(response.status(), 401, "no key");
+
+    // The open endpoints: the OpenAPI document lists every route, metrics count the request.
+    let openapi: Value = reqwest::get(format!("{}/openapi.json", fleet.base)).await.unwrap().json().await.unwrap();
+    for route in ["/v1/generations", "/v1/fashion/designs", "/v1/cuisine/menus", "/v1/requests/{id}"] {
+        assert!(openapi["paths"][route].is_object(), "{route} missing from /openapi.json");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", fleet.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"rapid_requests_accepted_total{kind="generation"} 1"#), "{metrics}");
+    assert!(metrics.contains("rapid_queue_depth 1"), "{metrics}");
     fleet.cleanup_amqp().await;
 }
 

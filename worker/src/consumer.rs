@@ -12,6 +12,7 @@ use std::time::Duration;
 use rapid_engine::pipeline::Progress;
 use rapid_proto::{Job, JobRecord, JobStatus, RequestFinished, RequestRecord, SCHEMA_VERSION};
 use sha2::Digest;
+use tracing::Instrument;
 
 use crate::queue::{priority_level, Delivery, Queue, QueueError, Topic};
 use crate::runner::{Engines, JobError, RenderedImage};
@@ -112,8 +113,7 @@ impl JobConsumer {
             }
         };
         let span = tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt);
-        let _entered = span.enter();
-        match self.process(&job, delivery.redelivered(), &abort).await {
+        match self.process(&job, delivery.redelivered(), &abort).instrument(span).await {
             Ok(Outcome::Done) => delivery.ack().await?,
             Ok(Outcome::Requeue) => delivery.requeue().await?,
             // A record this build cannot read will not become readable on a retry; the job goes
