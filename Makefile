@@ -37,7 +37,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
-## Regenerate the tiny models and diffusers references (needs torch + diffusers; see tests/fixtures/README.md).
+## Regenerate the tiny models and diffusers references (needs torch + diffusers; see tests/fixtures/README.md),
+## then their knowledge-enabled copies (TransE on knowledge/graphs/domain.tsv).
 fixtures:
 	.venv-fixtures/bin/python tests/fixtures/make_models.py
 	.venv-fixtures/bin/python tests/fixtures/samplers/make_sampler_fixtures.py
+	bash tests/fixtures/make_knowledge_models.sh

@@ -120,9 +120,22 @@ pub struct JobRecord {
     /// Milliseconds per pipeline stage of the run that succeeded.
     #[serde(default)]
     pub timings_ms: Vec<(String, f64)>,
+    /// Knowledge-graph entities the engine linked in the prompts (models with `knowledge/`).
+    #[serde(default)]
+    pub entities: Vec<EntityLink>,
     /// When the latest attempt started running (Unix ms).
     pub started_ms: Option<u64>,
     pub updated_ms: u64,
+}
+
+/// An entity linked in a prompt (paper §3.1.1): which prompt, the entity, the words that named it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityLink {
+    /// `prompt` or `negative_prompt`.
+    pub role: String,
+    pub entity: String,
+    pub text: String,
 }
 
 /// What the scheduler accepted: written once when the request is accepted, before any job is
@@ -243,6 +256,7 @@ mod tests {
             error: Some("S3 put failed".into()),
             images: vec![ImageRef { key: "acme/req-1/req-1-000-0.png".into(), bytes: 10, width: 256, height: 256 }],
             timings_ms: vec![("vae".into(), 12.5)],
+            entities: vec![EntityLink { role: "prompt".into(), entity: "silk".into(), text: "丝绸".into() }],
             started_ms: Some(1),
             updated_ms: 2,
         };

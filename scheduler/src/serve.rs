@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rapid_worker::queue::{AmqpQueue, Queue};
+use rapid_worker::shutdown;
 use rapid_worker::state::{RedisState, StateStore};
 use rapid_worker::storage::{ObjectStore, S3Store};
 use tokio::sync::watch;
@@ -46,34 +47,20 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     let app_state = app_state(&file, state, queue, store, Duration::from_secs(s3.presign_expiry_secs));
 
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let sender = CallbackSender::new(app_state.clone());
     let rx = stopped.clone();
-    let callbacks = tokio::spawn(async move { sender.run(until_stopped(rx)).await });
+    let callbacks = tokio::spawn(async move { sender.run(shutdown::stopped(rx)).await });
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "scheduler listening");
     let rx = stopped.clone();
-    let server =
-        tokio::spawn(
-            async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await },
-        );
-    shutdown_signal().await;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(app_state)).with_graceful_shutdown(shutdown::stopped(rx)).await
+    });
+    shutdown::signal().await;
     tracing::info!("shutting down");
     stop.send_replace(true);
     server.await??;
     callbacks.await??;
     Ok(())
-}
-
-/// SIGTERM (what orchestrators send) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler only fails outside Unix");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

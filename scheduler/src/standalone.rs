@@ -12,6 +12,7 @@ use rapid_engine::runtime::{Runtime, RuntimeOptions};
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
 use rapid_worker::queue::{MemoryQueue, Queue};
 use rapid_worker::runner::Engines;
+use rapid_worker::shutdown;
 use rapid_worker::state::{MemoryState, StateStore};
 use rapid_worker::storage::{LocalStore, ObjectStore};
 use tokio::sync::watch;
@@ -47,9 +48,6 @@ pub async fn run(
         crate::serve::app_state(&file, state.clone(), queue.clone(), ObjectStore::Local(local.clone()), Duration::ZERO);
 
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..standalone.workers.max(1) {
         let engines = tokio::task::block_in_place(|| Engines::load(&runtime, &worker.models))?;
@@ -61,11 +59,11 @@ pub async fn run(
             options: ConsumerOptions::from(&worker),
         };
         let rx = stopped.clone();
-        tasks.spawn(async move { consumer.run(until_stopped(rx)).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move { consumer.run(shutdown::stopped(rx)).await.map_err(anyhow::Error::from) });
     }
     let sender = CallbackSender::new(app_state.clone());
     let rx = stopped.clone();
-    tasks.spawn(async move { sender.run(until_stopped(rx)).await.map_err(anyhow::Error::from) });
+    tasks.spawn(async move { sender.run(shutdown::stopped(rx)).await.map_err(anyhow::Error::from) });
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
@@ -75,10 +73,9 @@ pub async fn run(
         standalone.output_dir.display()
     );
     let rx = stopped.clone();
-    let server =
-        tokio::spawn(
-            async move { axum::serve(listener, app(app_state)).with_graceful_shutdown(until_stopped(rx)).await },
-        );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(app_state)).with_graceful_shutdown(shutdown::stopped(rx)).await
+    });
 
     let outcome = match submission {
         Some(submission) => submit_and_wait(address, &submission, &local).await,
@@ -86,7 +83,7 @@ pub async fn run(
     };
     if keep_serving {
         eprintln!("standalone: serving until Ctrl-C or SIGTERM");
-        crate::serve::shutdown_signal().await;
+        shutdown::signal().await;
     }
     stop.send_replace(true);
     server.await??;

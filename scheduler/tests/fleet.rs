@@ -39,9 +39,14 @@ async fn fashion_request_reaches_s3_with_metadata_and_presigned_urls() {
         assert_eq!(response.status(), 200, "presigned URL {}", image["url"]);
         let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(header("x-amz-meta-ai-generated").as_deref(), Some("true"));
-        assert_eq!(header("x-amz-meta-model").as_deref(), Some("tiny-sd-clip"));
+        assert_eq!(header("x-amz-meta-model").as_deref(), Some("tiny-sd-clip-kg"));
         assert_eq!(header("x-amz-meta-seed"), Some(job["seed"].to_string()));
         let bytes = response.bytes().await.unwrap();
+        // The bundled model links knowledge-graph entities: the job state and the PNG say which.
+        let entities: Vec<&str> =
+            job["entities"].as_array().unwrap().iter().map(|e| e["entity"].as_str().unwrap()).collect();
+        assert!(entities.contains(&"dress"), "fashion keywords are graph entities: {job}");
+        assert!(bytes.windows(b"entities".len()).any(|w| w == b"entities"), "no `entities` text chunk in the PNG");
         let decoded = image::load_from_memory(&bytes).expect("a PNG");
         assert_eq!((decoded.width(), decoded.height()), (256, 256), "64 px upscaled ×4");
     }

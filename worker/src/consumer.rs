@@ -168,6 +168,7 @@ impl JobConsumer {
                 record.step = record.total_steps;
                 record.images = images;
                 record.timings_ms = image.timings_ms;
+                record.entities = image.entities;
                 self.finish(&request, record, JobStatus::Succeeded).await
             }
             Err(JobError::Stopped) if abort.load(Ordering::Relaxed) => {
@@ -334,6 +335,7 @@ pub fn queued_record(job: &Job) -> JobRecord {
         error: None,
         images: Vec::new(),
         timings_ms: Vec::new(),
+        entities: Vec::new(),
         started_ms: None,
         updated_ms: now_ms(),
     }

@@ -16,7 +16,7 @@ use rapid_engine::marking::watermark::WatermarkOutcome;
 use rapid_engine::marking::{Corner, LabelOptions, OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::Tiling;
-use rapid_engine::pipeline::{read_latents, GenerationRequest, Pipeline, PromptRole};
+use rapid_engine::pipeline::{read_latents, GenerationRequest, Pipeline};
 use rapid_engine::runtime::{ExecutionProvider, Runtime, RuntimeOptions};
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use serde::Serialize;
@@ -70,6 +70,9 @@ pub struct GenerateArgs {
     /// png | jpeg | webp; default from --out's extension, else png.
     #[arg(long)]
     format: Option<OutputFormat>,
+    /// Print the knowledge-graph entities linked in the prompts (models with `knowledge/`).
+    #[arg(long)]
+    explain: bool,
     /// Write per-stage milliseconds to this JSON file.
     #[arg(long)]
     timings: Option<PathBuf>,
@@ -95,6 +98,15 @@ struct Summary<'a> {
     upscaled: bool,
     invisible_watermark: String,
     truncated: Vec<TruncationNote>,
+    entities: Vec<EntityNote<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntityNote<'a> {
+    which: &'static str,
+    entity: &'a str,
+    text: &'a str,
+    tokens: &'a [usize],
 }
 
 #[derive(Serialize)]
@@ -174,7 +186,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         sampler: args.sampler.name().to_owned(),
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
-        extra: vec![("guidance_scale".to_owned(), args.guidance_scale.to_string())],
+        extra: std::iter::once(("guidance_scale".to_owned(), args.guidance_scale.to_string()))
+            .chain(generated.entities_field())
+            .collect(),
     };
     let marks = MarkOptions {
         label: (!args.no_visible_mark).then(|| LabelOptions { corner: args.label_corner, ..LabelOptions::default() }),
@@ -217,15 +231,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .truncations
             .iter()
             .map(|(role, t)| TruncationNote {
-                which: match role {
-                    PromptRole::Prompt => "prompt",
-                    PromptRole::NegativePrompt => "negative_prompt",
-                },
+                which: role.name(),
                 dropped_tokens: t.dropped_tokens,
                 dropped_text: t.dropped_text.clone(),
             })
             .collect(),
+        entities: generated
+            .entities
+            .iter()
+            .map(|(role, e)| EntityNote { which: role.name(), entity: &e.entity, text: &e.text, tokens: &e.tokens })
+            .collect(),
     };
+    if args.explain {
+        if summary.entities.is_empty() {
+            eprintln!(
+                "explain: no knowledge-graph entities linked (the model has no knowledge/ or the prompt names none)"
+            );
+        }
+        for note in &summary.entities {
+            eprintln!("explain: {} {:?} → entity `{}` (tokens {:?})", note.which, note.text, note.entity, note.tokens);
+        }
+    }
     for note in &summary.truncated {
         eprintln!(
             "warning: {} truncated to the model's context; dropped {} tokens: {:?}",

@@ -8,5 +8,6 @@ pub mod config;
 pub mod consumer;
 pub mod queue;
 pub mod runner;
+pub mod shutdown;
 pub mod state;
 pub mod storage;

@@ -45,18 +45,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             options: ConsumerOptions::from(&file.worker),
         };
         tracing::info!("waiting for jobs");
-        consumer.run(shutdown_signal()).await?;
+        consumer.run(rapid_worker::shutdown::signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
-}
-
-/// SIGTERM (what orchestrators send) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler only fails outside Unix");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

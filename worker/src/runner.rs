@@ -45,6 +45,8 @@ pub struct RenderedImage {
     pub format: OutputFormat,
     pub model: String,
     pub timings_ms: Vec<(String, f64)>,
+    /// Knowledge-graph entities linked in the prompts.
+    pub entities: Vec<rapid_proto::EntityLink>,
 }
 
 impl RenderedImage {
@@ -118,10 +120,13 @@ impl Engines {
             sampler: job.sampler.clone(),
             prompt: job.prompt.clone(),
             negative_prompt: job.negative_prompt.clone(),
-            extra: vec![
+            extra: [
                 ("guidance_scale".to_owned(), job.guidance_scale.to_string()),
                 ("job_id".to_owned(), job.id.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(generated.entities_field())
+            .collect(),
         };
         // The fleet always draws the visible label (DESIGN.md, "Marking").
         let encoded = mark_and_encode(&generated.image, format, &MarkOptions::default(), &provenance)?;
@@ -139,7 +144,17 @@ impl Engines {
         .into_iter()
         .map(|(name, ms)| (name.to_owned(), ms))
         .collect();
+        let entities = generated
+            .entities
+            .iter()
+            .map(|(role, e)| rapid_proto::EntityLink {
+                role: role.name().to_owned(),
+                entity: e.entity.clone(),
+                text: e.text.clone(),
+            })
+            .collect();
         Ok(RenderedImage {
+            entities,
             bytes: encoded.bytes,
             width: encoded.width,
             height: encoded.height,

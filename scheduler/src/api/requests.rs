@@ -59,6 +59,9 @@ pub struct JobView {
     pub error: Option<String>,
     /// When the latest attempt started running (Unix ms).
     pub started_ms: Option<u64>,
+    /// Knowledge-graph entities linked in the prompts (`role`, `entity`, `text`).
+    #[schema(value_type = Vec<Object>)]
+    pub entities: Vec<rapid_proto::EntityLink>,
     pub images: Vec<ImageView>,
 }
 
@@ -148,6 +151,7 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
             attempts: record.attempts,
             error: record.error,
             started_ms: record.started_ms,
+            entities: record.entities,
             images,
         });
     }

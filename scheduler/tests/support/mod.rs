@@ -99,7 +99,7 @@ impl Fleet {
         std::fs::create_dir_all(dir.path().join("s3")).unwrap();
         let (s3_port, http_port) = (free_port(), free_port());
         let bucket = "images".to_owned();
-        let model = repo().join("tests/fixtures/models/tiny-sd-clip");
+        let model = repo().join("tests/fixtures/models/tiny-sd-clip-kg");
         let phantom = if options.phantom_model {
             "[scheduler.models.phantom]\nwidth = 64\nheight = 64\nhas_upscaler = false\n"
         } else {
@@ -127,8 +127,8 @@ listen = "127.0.0.1:{http_port}"
 callback_secret = "test-secret"
 callback_backoff_ms = {callback_backoff}
 callback_max_attempts = 3
-default_model = "tiny-sd-clip"
-[scheduler.models.tiny-sd-clip]
+default_model = "tiny-sd-clip-kg"
+[scheduler.models.tiny-sd-clip-kg]
 width = 64
 height = 64
 {phantom}
@@ -141,7 +141,7 @@ shutdown_grace_secs = {grace}
 progress_interval_ms = 50
 threads = 1
 [worker.models]
-tiny-sd-clip = "{model}"
+tiny-sd-clip-kg = "{model}"
 [[tenants]]
 name = "acme"
 api_key_sha256 = "{acme}"

@@ -4,6 +4,7 @@
 //! the CLI, the fleet worker and the benchmarks all drive the same code.
 
 pub mod error;
+pub mod knowledge;
 pub mod marking;
 pub mod model_dir;
 pub mod output;

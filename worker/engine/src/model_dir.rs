@@ -83,6 +83,11 @@ impl ModelDir {
         Some(self.part("upscaler/model.onnx")).filter(|p| p.exists())
     }
 
+    /// The optional knowledge folder (entity names, TransE vectors, projection); `None` when absent.
+    pub fn knowledge(&self) -> Option<PathBuf> {
+        Some(self.part("knowledge")).filter(|p| p.is_dir())
+    }
+
     pub fn unet_config(&self) -> Result<UnetConfig> {
         read_json(&self.part("unet/config.json"))
     }

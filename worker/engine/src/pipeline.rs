@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{EngineError, Result};
+use crate::knowledge::{KnowledgeBase, LinkedEntity};
 use crate::model_dir::{ModelDir, UnetConfig};
 use crate::parts::text_encoder::TextEncoder;
 use crate::parts::unet::Unet;
@@ -87,10 +88,36 @@ pub struct StageTimings {
 }
 
 /// Which prompt a truncation report is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PromptRole {
     Prompt,
     NegativePrompt,
+}
+
+impl PromptRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prompt => "prompt",
+            Self::NegativePrompt => "negative_prompt",
+        }
+    }
+}
+
+impl Generated {
+    /// The linked entities as one provenance text field (`entities`: JSON), or `None` when there
+    /// are none; the CLI and the fleet both write it into the image.
+    pub fn entities_field(&self) -> Option<(String, String)> {
+        if self.entities.is_empty() {
+            return None;
+        }
+        let list: Vec<serde_json::Value> = self
+            .entities
+            .iter()
+            .map(|(role, e)| serde_json::json!({"role": role.name(), "entity": e.entity, "text": e.text}))
+            .collect();
+        Some(("entities".to_owned(), serde_json::Value::Array(list).to_string()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +125,9 @@ pub struct Generated {
     /// `[3, H, W]` in [0, 1], upscaled when asked and possible.
     pub image: Array3<f32>,
     pub truncations: Vec<(PromptRole, Truncation)>,
+    /// Knowledge-graph entities linked in the prompt and the negative prompt (empty for models
+    /// without `knowledge/`).
+    pub entities: Vec<(PromptRole, LinkedEntity)>,
     pub upscaled: bool,
     pub timings: StageTimings,
 }
@@ -110,6 +140,7 @@ pub struct Pipeline {
     unet: Unet,
     vae: VaeDecoder,
     upscaler: Option<Upscaler>,
+    knowledge: Option<KnowledgeBase>,
     scheduler_config: SchedulerConfig,
     unet_config: UnetConfig,
 }
@@ -125,7 +156,21 @@ impl Pipeline {
         let unet = Unet::load(runtime, &model.unet(), 2)?;
         let vae = VaeDecoder::load(runtime, &model.vae_decoder(), &vae_config)?;
         let upscaler = model.upscaler().map(|path| Upscaler::load(runtime, &path)).transpose()?;
-        Ok(Self { model, tokenizer, text_encoder, unet, vae, upscaler, scheduler_config, unet_config })
+        let knowledge = match model.knowledge() {
+            Some(dir) if !text_encoder.takes_entity_embeds() => {
+                return Err(EngineError::contract(
+                    model.text_encoder(),
+                    format!(
+                        "{} is present but this text encoder has no `entity_embeds` input; export one with \
+                         deploy/export/add_knowledge.py or remove the folder",
+                        dir.display()
+                    ),
+                ))
+            }
+            Some(dir) => Some(KnowledgeBase::load(&dir, text_encoder.hidden_size()?)?),
+            None => None,
+        };
+        Ok(Self { model, tokenizer, text_encoder, unet, vae, upscaler, knowledge, scheduler_config, unet_config })
     }
 
     pub fn model(&self) -> &ModelDir {
@@ -162,19 +207,32 @@ impl Pipeline {
         let prompt = self.tokenizer.encode(&request.prompt)?;
         let mut truncations: Vec<(PromptRole, Truncation)> =
             prompt.truncation.clone().map(|t| (PromptRole::Prompt, t)).into_iter().collect();
-        let rows = if guided {
+        let mut rows = vec![(PromptRole::Prompt, request.prompt.as_str(), prompt)];
+        if guided {
             let negative = self.tokenizer.encode(&request.negative_prompt)?;
             truncations.extend(negative.truncation.clone().map(|t| (PromptRole::NegativePrompt, t)));
-            vec![negative.ids, prompt.ids]
-        } else {
-            vec![prompt.ids]
-        };
+            rows.insert(0, (PromptRole::NegativePrompt, request.negative_prompt.as_str(), negative));
+        }
         let length = self.tokenizer.max_length();
-        let ids = Array2::from_shape_vec((rows.len(), length), rows.concat())
-            .map_err(|e| EngineError::inference("tokenizer", e))?;
+        let ids =
+            Array2::from_shape_vec((rows.len(), length), rows.iter().flat_map(|(_, _, t)| t.ids.clone()).collect())
+                .map_err(|e| EngineError::inference("tokenizer", e))?;
+        // 2b. Knowledge: link entities in each row and give their tokens the entity embedding.
+        let mut entities = Vec::new();
+        let entity_embeds = match &self.knowledge {
+            Some(knowledge) => {
+                let mut embeds = Array3::<f32>::zeros((rows.len(), length, self.text_encoder.hidden_size()?));
+                for (row, (role, text, tokens)) in rows.iter().enumerate() {
+                    let linked = knowledge.inject(text, &tokens.offsets, &mut embeds, row);
+                    entities.extend(linked.into_iter().map(|entity| (*role, entity)));
+                }
+                Some(embeds)
+            }
+            None => None,
+        };
         timings.tokenize = ms(t);
         let t = Instant::now();
-        let hidden = self.text_encoder.encode(&ids)?;
+        let hidden = self.text_encoder.encode(&ids, entity_embeds)?;
         timings.text_encoder = ms(t);
 
         // 3 + 4. Timesteps come from the sampler; latents from the request or the seed.
@@ -239,7 +297,7 @@ impl Pipeline {
             }
         }
         tracing::debug!(elapsed_ms = ms(started), "generated");
-        Ok(Generated { image, truncations, upscaled, timings })
+        Ok(Generated { image, truncations, entities, upscaled, timings })
     }
 
     /// Returns the latent (height, width) the request implies, or the first bad field.

@@ -39,6 +39,9 @@ pub struct Truncation {
 #[derive(Debug, Clone)]
 pub struct TokenizedPrompt {
     pub ids: Vec<i64>,
+    /// Byte range in the prompt of each of the `ids`; `None` for special and padding tokens.
+    /// Entity linking uses it to find the tokens that spell an entity.
+    pub offsets: Vec<Option<(usize, usize)>>,
     pub truncation: Option<Truncation>,
 }
 
@@ -126,7 +129,14 @@ impl PromptTokenizer {
         let processed = self.tokenizer.post_process(kept, None, true).map_err(to_error)?;
         let mut ids: Vec<i64> = processed.get_ids().iter().map(|&id| i64::from(id)).collect();
         ids.resize(self.max_length, i64::from(self.pad_id));
-        Ok(TokenizedPrompt { ids, truncation })
+        let mut offsets: Vec<Option<(usize, usize)>> = processed
+            .get_offsets()
+            .iter()
+            .zip(processed.get_special_tokens_mask())
+            .map(|(&span, &special)| (special == 0).then_some(span))
+            .collect();
+        offsets.resize(self.max_length, None);
+        Ok(TokenizedPrompt { ids, offsets, truncation })
     }
 }
 

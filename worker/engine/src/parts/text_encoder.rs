@@ -21,8 +21,7 @@ pub struct TextEncoder {
     output_name: String,
     /// Context length when the graph fixes it; `None` when dynamic.
     context_length: Option<usize>,
-    /// Set when the graph takes knowledge-graph entity embeddings (the knowledge issue); fed
-    /// zeros until entity linking exists, which the export makes identical to the plain encoder.
+    /// Set when the graph takes knowledge-graph entity embeddings (`knowledge` module).
     entity_embeds: Option<String>,
 }
 
@@ -52,8 +51,15 @@ impl TextEncoder {
         self.context_length
     }
 
-    /// Encodes a batch of equally long id rows.
-    pub fn encode(&mut self, ids: &Array2<i64>) -> Result<Array3<f32>> {
+    /// Whether the graph takes `entity_embeds` (a knowledge-enabled export).
+    pub fn takes_entity_embeds(&self) -> bool {
+        self.entity_embeds.is_some()
+    }
+
+    /// Encodes a batch of equally long id rows. `entity_embeds` (`[B, L, H]`) is added to the token
+    /// embeddings by graphs that take it; such a graph gets zeros when none is given, which the
+    /// export makes identical to the plain encoder.
+    pub fn encode(&mut self, ids: &Array2<i64>, entity_embeds: Option<Array3<f32>>) -> Result<Array3<f32>> {
         let fail = |e: ort::Error| EngineError::inference("text encoder", e);
         let ids_value = match self.ids_element {
             TensorElementType::Int32 => Tensor::from_array(ids.mapv(|id| id as i32)).map_err(fail)?.into_dyn(),
@@ -61,9 +67,11 @@ impl TextEncoder {
         };
         let mut inputs = ort::inputs!["input_ids" => ids_value];
         if let Some(name) = &self.entity_embeds {
-            let hidden = self.hidden_size()?;
-            let zeros = Array3::<f32>::zeros((ids.nrows(), ids.ncols(), hidden));
-            inputs.push((name.clone().into(), Tensor::from_array(zeros).map_err(fail)?.into_dyn().into()));
+            let embeds = match entity_embeds {
+                Some(embeds) => embeds,
+                None => Array3::<f32>::zeros((ids.nrows(), ids.ncols(), self.hidden_size()?)),
+            };
+            inputs.push((name.clone().into(), Tensor::from_array(embeds).map_err(fail)?.into_dyn().into()));
         }
         let outputs = self.session.run(inputs).map_err(fail)?;
         let hidden = outputs[self.output_name.as_str()].try_extract_array::<f32>().map_err(fail)?;
@@ -73,12 +81,13 @@ impl TextEncoder {
             .map_err(|e| EngineError::inference("text encoder", format!("output is not [B, L, H]: {e}")))
     }
 
-    fn hidden_size(&self) -> Result<usize> {
+    /// The width H of the hidden states, from the graph's output shape.
+    pub fn hidden_size(&self) -> Result<usize> {
         let spec = output(&self.session, &self.path, &self.output_name)?;
         usize::try_from(spec.shape[2]).map_err(|_| {
             EngineError::contract(
                 &self.path,
-                "`entity_embeds` needs a fixed hidden size in the output's last dimension",
+                "the output `last_hidden_state` needs a fixed hidden size (its last dimension) for entity embeddings",
             )
         })
     }

@@ -1,0 +1,276 @@
+//! Triples from TSV files, interned to dense ids, and the train/validation/test dataset built from them.
+//!
+//! Ids follow first appearance in the training data, so the rows of the written matrices follow the input
+//! file. Held-out triples that name an entity or relation the training split lacks are dropped and counted,
+//! as PyKEEN does: TransE learns no vector for them, so they cannot be ranked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::path::Path;
+
+use crate::error::{Error, LineProblem};
+use crate::split::{self, SplitRatios};
+
+/// One fact, as ids into the entity and relation vocabularies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Triple {
+    pub head: u32,
+    pub relation: u32,
+    pub tail: u32,
+}
+
+/// Names ↔ dense ids, in order of first appearance.
+#[derive(Debug, Clone, Default)]
+pub struct Vocab {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Vocab {
+    /// The id of `name`, adding it if new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("more than 2^32 names cannot be indexed by u32 ids");
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    /// Names in id order: line i of `entities.txt` names row i of the matrix.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Forgets every name with an id of `len` or more (those seen only in held-out files).
+    fn truncate(&mut self, len: usize) {
+        for name in self.names.drain(len..) {
+            self.ids.remove(&name);
+        }
+    }
+}
+
+/// Reads `head<TAB>relation<TAB>tail` lines from `path`, interning names into the two vocabularies.
+///
+/// Blank lines and lines whose first non-blank character is `#` are skipped; fields are trimmed, so Windows
+/// line endings and stray spaces around tabs are harmless. A file without triples is an error.
+pub fn read_triples(path: &Path, entities: &mut Vocab, relations: &mut Vocab) -> Result<Vec<Triple>, Error> {
+    let read_error = |source| Error::Read { path: path.to_owned(), source };
+    let reader = BufReader::new(File::open(path).map_err(read_error)?);
+    let mut triples = Vec::new();
+    for (index, line) in reader.lines().enumerate() {
+        let malformed = |problem| Error::Malformed { path: path.to_owned(), line: index + 1, problem };
+        let line = match line {
+            Ok(line) => line,
+            Err(error) if error.kind() == ErrorKind::InvalidData => return Err(malformed(LineProblem::NotUtf8)),
+            Err(error) => return Err(read_error(error)),
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let [head, relation, tail] = parse_fields(&line).map_err(malformed)?;
+        triples.push(Triple {
+            head: entities.intern(head),
+            relation: relations.intern(relation),
+            tail: entities.intern(tail),
+        });
+    }
+    if triples.is_empty() {
+        return Err(Error::EmptyGraph { path: path.to_owned() });
+    }
+    Ok(triples)
+}
+
+fn parse_fields(line: &str) -> Result<[&str; 3], LineProblem> {
+    let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+    let [head, relation, tail] = fields[..] else {
+        return Err(LineProblem::ColumnCount(fields.len()));
+    };
+    for (field, name) in [(head, "head"), (relation, "relation"), (tail, "tail")] {
+        if field.is_empty() {
+            return Err(LineProblem::EmptyField(name));
+        }
+    }
+    Ok([head, relation, tail])
+}
+
+/// How held-out triples naming something absent from training were handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unseen {
+    /// Validation triples dropped (separate files).
+    pub dropped_valid: usize,
+    /// Test triples dropped (separate files).
+    pub dropped_test: usize,
+    /// Held-out triples moved into training (`--split`, as PyKEEN's `TriplesFactory.split` does).
+    pub moved_to_train: usize,
+}
+
+/// A training split with optional validation and test splits over one shared vocabulary.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub entities: Vocab,
+    pub relations: Vocab,
+    pub train: Vec<Triple>,
+    pub valid: Vec<Triple>,
+    pub test: Vec<Triple>,
+    pub unseen: Unseen,
+}
+
+impl Dataset {
+    /// Loads separate split files. The vocabulary is the training file's; held-out triples naming anything
+    /// else are dropped and counted in `unseen`.
+    pub fn from_files(train: &Path, valid: Option<&Path>, test: Option<&Path>) -> Result<Self, Error> {
+        let mut entities = Vocab::default();
+        let mut relations = Vocab::default();
+        let train = read_triples(train, &mut entities, &mut relations)?;
+        let (known_entities, known_relations) = (entities.len(), relations.len());
+        let mut held_out = |path: Option<&Path>| -> Result<(Vec<Triple>, usize), Error> {
+            let Some(path) = path else { return Ok((Vec::new(), 0)) };
+            let all = read_triples(path, &mut entities, &mut relations)?;
+            let total = all.len();
+            // Names first seen here got ids past the training vocabulary.
+            let kept: Vec<Triple> = all
+                .into_iter()
+                .filter(|t| {
+                    (t.head as usize) < known_entities
+                        && (t.tail as usize) < known_entities
+                        && (t.relation as usize) < known_relations
+                })
+                .collect();
+            let dropped = total - kept.len();
+            Ok((kept, dropped))
+        };
+        let (valid, dropped_valid) = held_out(valid)?;
+        let (test, dropped_test) = held_out(test)?;
+        entities.truncate(known_entities);
+        relations.truncate(known_relations);
+        let unseen = Unseen { dropped_valid, dropped_test, moved_to_train: 0 };
+        Self::checked(Self { entities, relations, train, valid, test, unseen })
+    }
+
+    /// Loads one file and splits it with a seeded shuffle (see [`split::split`]).
+    pub fn from_split(path: &Path, ratios: SplitRatios, seed: u64) -> Result<Self, Error> {
+        let mut entities = Vocab::default();
+        let mut relations = Vocab::default();
+        let triples = read_triples(path, &mut entities, &mut relations)?;
+        // After the split moves held-out triples with unseen names into training, every name is in training:
+        // the file's vocabulary is the training vocabulary.
+        let parts = split::split(triples, ratios, seed);
+        let unseen = Unseen { dropped_valid: 0, dropped_test: 0, moved_to_train: parts.moved_to_train };
+        Self::checked(Self { entities, relations, train: parts.train, valid: parts.valid, test: parts.test, unseen })
+    }
+
+    fn checked(self) -> Result<Self, Error> {
+        if self.entities.len() < 2 {
+            return Err(Error::TooFewEntities { entities: self.entities.len() });
+        }
+        Ok(self)
+    }
+
+    /// Every known true triple (training, validation and test): the filter of filtered ranking.
+    pub fn known_triples(&self) -> impl Iterator<Item = &Triple> {
+        self.train.iter().chain(&self.valid).chain(&self.test)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: impl AsRef<[u8]>) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_ref()).unwrap();
+        file
+    }
+
+    fn read(text: &str) -> Result<Vec<Triple>, Error> {
+        read_triples(file(text).path(), &mut Vocab::default(), &mut Vocab::default())
+    }
+
+    fn problem_at(text: impl AsRef<[u8]>) -> (usize, LineProblem, String) {
+        let file = file(text);
+        let error = read_triples(file.path(), &mut Vocab::default(), &mut Vocab::default()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(&file.path().display().to_string()), "{message}");
+        match error {
+            Error::Malformed { line, problem, .. } => (line, problem, message),
+            other => panic!("expected a malformed-line error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn skips_comments_and_blank_lines_and_trims_fields() {
+        let triples = read("# a comment\n\na\tr\tb\r\n  # indented comment\nb \t r\t c\n").unwrap();
+        assert_eq!(triples.len(), 2);
+        assert_eq!(triples[0], Triple { head: 0, relation: 0, tail: 1 });
+        assert_eq!(triples[1], Triple { head: 1, relation: 0, tail: 2 });
+    }
+
+    #[test]
+    fn malformed_lines_name_file_line_and_problem() {
+        let (line, problem, message) = problem_at("a\tr\tb\n# fine\nb\tr\n");
+        assert_eq!((line, problem), (3, LineProblem::ColumnCount(2)));
+        assert!(message.contains(":3: expected 3 tab-separated columns"), "{message}");
+
+        let (line, problem, _) = problem_at("a\tr\tb\tx\n");
+        assert_eq!((line, problem), (1, LineProblem::ColumnCount(4)));
+
+        let (line, problem, message) = problem_at("a\tr\tb\na\t \tc\n");
+        assert_eq!((line, problem), (2, LineProblem::EmptyField("relation")));
+        assert!(message.contains("the relation field is empty"), "{message}");
+
+        let (line, problem, _) = problem_at(b"a\tr\tb\n\xff\tr\tb\n");
+        assert_eq!((line, problem), (2, LineProblem::NotUtf8));
+    }
+
+    #[test]
+    fn an_empty_graph_is_refused() {
+        for text in ["", "\n\n", "# only comments\n"] {
+            let error = read(text).unwrap_err();
+            assert!(matches!(error, Error::EmptyGraph { .. }), "{error:?}");
+            assert!(error.to_string().contains("holds no triples"));
+        }
+    }
+
+    #[test]
+    fn a_missing_file_says_which() {
+        let error = Dataset::from_files(Path::new("/nonexistent/train.tsv"), None, None).unwrap_err();
+        assert!(error.to_string().starts_with("cannot read /nonexistent/train.tsv"), "{error}");
+    }
+
+    #[test]
+    fn held_out_triples_with_unseen_names_are_dropped_and_counted() {
+        let train = file("a\tr\tb\nb\tr\tc\n");
+        let valid = file("a\tr\tc\na\tnew_relation\tb\n");
+        let test = file("c\tr\ta\nnew_entity\tr\ta\na\tr\tnew_entity\n");
+        let dataset = Dataset::from_files(train.path(), Some(valid.path()), Some(test.path())).unwrap();
+        assert_eq!(dataset.entities.names(), ["a", "b", "c"]);
+        assert_eq!(dataset.relations.names(), ["r"]);
+        assert_eq!(dataset.valid, [Triple { head: 0, relation: 0, tail: 2 }]);
+        assert_eq!(dataset.test, [Triple { head: 2, relation: 0, tail: 0 }]);
+        assert_eq!(dataset.unseen, Unseen { dropped_valid: 1, dropped_test: 2, moved_to_train: 0 });
+        assert_eq!(dataset.entities.id("new_entity"), None);
+    }
+
+    #[test]
+    fn a_single_entity_graph_is_refused() {
+        let error = Dataset::from_files(file("a\tr\ta\n").path(), None, None).unwrap_err();
+        assert!(matches!(error, Error::TooFewEntities { entities: 1 }), "{error:?}");
+    }
+}
