@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench
 
 setup:
 	bash deploy/setup.sh
@@ -37,9 +37,22 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
+## Python with torch, diffusers, onnx and pykeen for fixtures, exports and benchmarks (once; large).
+fixtures-env:
+	test -x .venv-fixtures/bin/python || python3 -m venv .venv-fixtures
+	.venv-fixtures/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements-fixtures.txt
+	# invisible-watermark's declared dependencies would pull its RivaGAN extras; its DWT code needs none.
+	.venv-fixtures/bin/pip install --quiet --disable-pip-version-check --no-deps invisible-watermark==0.2.0
+
+## The speed benchmark: the worker against diffusers' ONNX pipeline and PyTorch eager on the paper's
+## Table 6 model (random weights), per stage, with floors → deploy/bench/RESULTS.md. About 15 minutes.
+bench: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	.venv-fixtures/bin/python deploy/bench/bench.py
+
 ## Regenerate the tiny models and diffusers references (needs torch + diffusers; see tests/fixtures/README.md),
 ## then their knowledge-enabled copies (TransE on knowledge/graphs/domain.tsv).
-fixtures:
+fixtures: fixtures-env
 	.venv-fixtures/bin/python tests/fixtures/make_models.py
 	.venv-fixtures/bin/python tests/fixtures/samplers/make_sampler_fixtures.py
 	bash tests/fixtures/make_knowledge_models.sh

@@ -21,6 +21,9 @@ pub enum Error {
     #[error("{} holds no triples; give a file with at least one head<TAB>relation<TAB>tail line", path.display())]
     EmptyGraph { path: PathBuf },
 
+    #[error("the training split holds no triples; give training triples")]
+    EmptyTraining,
+
     #[error(
         "the graph has {entities} entit{}; TransE needs at least 2 to draw negative triples, so add triples \
          with more entities",

@@ -176,10 +176,20 @@ impl Dataset {
     }
 
     fn checked(self) -> Result<Self, Error> {
+        self.check()?;
+        Ok(self)
+    }
+
+    /// What training needs: some training triples and at least two entities to draw negatives from. The
+    /// loaders guarantee both; this catches datasets assembled by hand.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.train.is_empty() {
+            return Err(Error::EmptyTraining);
+        }
         if self.entities.len() < 2 {
             return Err(Error::TooFewEntities { entities: self.entities.len() });
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Every known true triple (training, validation and test): the filter of filtered ranking.

@@ -95,11 +95,12 @@ struct Contribution {
 /// Trains TransE on `dataset.train` in the current rayon pool, calling `on_epoch` after every epoch.
 pub fn train(dataset: &Dataset, config: &TrainConfig, mut on_epoch: impl FnMut(&EpochReport)) -> Result<TransE, Error> {
     config.validate()?;
+    dataset.check()?;
     let validation_filter = match config.eval_every {
-        Some(_) if dataset.valid.is_empty() => {
+        Some(every) if dataset.valid.is_empty() => {
             return Err(Error::InvalidSetting {
                 name: "eval-every",
-                value: config.eval_every.unwrap_or_default().to_string(),
+                value: every.to_string(),
                 expected: "validation needs a validation split: pass --valid, or a --split with a validation \
                            fraction above 0",
             });
@@ -129,8 +130,8 @@ pub fn train(dataset: &Dataset, config: &TrainConfig, mut on_epoch: impl FnMut(&
         for (batch_index, batch) in order.chunks(config.batch_size).enumerate() {
             let slots = batch.len() * per_positive;
             let (scored, gradients) = (&mut scored[..slots], &mut gradients[..slots * dim]);
-            let unit = Unit { model: &model, sampler: &sampler, train, config, epoch, batch_index };
-            loss += unit.score_batch(batch, scored, gradients);
+            let scorer = Scorer { model: &model, sampler: &sampler, train, config, epoch, batch_index };
+            loss += scorer.score_batch(batch, scored, gradients);
 
             entity_contributions.clear();
             relation_contributions.clear();
@@ -155,7 +156,7 @@ pub fn train(dataset: &Dataset, config: &TrainConfig, mut on_epoch: impl FnMut(&
 }
 
 /// What scoring a batch needs to know; the model is read-only while a batch is scored.
-struct Unit<'a> {
+struct Scorer<'a> {
     model: &'a TransE,
     sampler: &'a Sampler,
     train: &'a [Triple],
@@ -164,7 +165,7 @@ struct Unit<'a> {
     batch_index: usize,
 }
 
-impl Unit<'_> {
+impl Scorer<'_> {
     /// Draws negatives for `batch` (indices into the training triples) and writes, per scored triple, the
     /// triple to `scored` and its loss gradient with respect to h + r - t to `gradients`. Slot layout per
     /// positive: the positive, then its negatives. Returns the batch's summed loss.
@@ -180,7 +181,7 @@ impl Unit<'_> {
             .zip(gradients.par_chunks_mut(CHUNK * per_positive * dim))
             .enumerate()
             .map(|(chunk, ((positives, scored), gradients))| {
-                let stream = (self.batch_index as u64) << 32 | chunk as u64;
+                let stream = ((self.batch_index as u64) << 32) | chunk as u64;
                 let mut rng = rng::stream(config.seed, Purpose::Negatives, self.epoch as u64, stream);
                 let mut loss = 0.0f64;
                 let per_slot = scored.chunks_mut(per_positive).zip(gradients.chunks_mut(per_positive * dim));
@@ -363,6 +364,9 @@ mod tests {
         assert!(error.to_string().contains("pass --valid"), "{error}");
         let error = TrainConfig { learning_rate: -1.0, ..config(0) }.validate().unwrap_err();
         assert_eq!(error.to_string(), "invalid lr \"-1\": expected a positive number such as 0.01");
+        let mut empty = groups();
+        empty.train.clear();
+        assert!(matches!(train(&empty, &config(0), |_| {}), Err(Error::EmptyTraining)));
         let error = TrainConfig { batch_size: 0, ..config(0) }.validate().unwrap_err();
         assert!(error.to_string().starts_with("invalid batch-size \"0\""), "{error}");
     }

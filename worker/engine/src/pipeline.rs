@@ -5,10 +5,13 @@
 //! Buffers the loop needs (the U-Net input with both guidance halves, the guided prediction) are
 //! allocated once per image, not per step; the latents are updated in place by the sampler.
 
+use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use lru::LruCache;
 use ndarray::{Array2, Array3, Array4, Axis, Zip};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -132,6 +135,17 @@ pub struct Generated {
     pub timings: StageTimings,
 }
 
+/// The text encoder's output for one (prompt, negative prompt, guided) triple, and what
+/// tokenizing it found.
+struct EncodedPrompts {
+    hidden: Array3<f32>,
+    truncations: Vec<(PromptRole, Truncation)>,
+    entities: Vec<(PromptRole, LinkedEntity)>,
+}
+
+/// Prompt encodings kept for reuse; a few dozen cover the prompts of the requests in flight.
+const PROMPT_CACHE_ENTRIES: usize = 32;
+
 /// A loaded model: every ONNX session built once and reused for every image.
 pub struct Pipeline {
     model: ModelDir,
@@ -143,6 +157,7 @@ pub struct Pipeline {
     knowledge: Option<KnowledgeBase>,
     scheduler_config: SchedulerConfig,
     unet_config: UnetConfig,
+    prompt_cache: LruCache<(String, String, bool), Arc<EncodedPrompts>>,
 }
 
 impl Pipeline {
@@ -170,7 +185,18 @@ impl Pipeline {
             Some(dir) => Some(KnowledgeBase::load(&dir, text_encoder.hidden_size()?)?),
             None => None,
         };
-        Ok(Self { model, tokenizer, text_encoder, unet, vae, upscaler, knowledge, scheduler_config, unet_config })
+        Ok(Self {
+            model,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            upscaler,
+            knowledge,
+            scheduler_config,
+            unet_config,
+            prompt_cache: LruCache::new(NonZeroUsize::new(PROMPT_CACHE_ENTRIES).expect("non-zero")),
+        })
     }
 
     pub fn model(&self) -> &ModelDir {
@@ -201,39 +227,18 @@ impl Pipeline {
             samplers::build(request.sampler, &self.scheduler_config, request.steps, &request.sampler_options)?;
         let guided = request.guidance_scale > 1.0;
 
-        // 2. Encode the prompt and the negative prompt in one batch: [negative, prompt], the order
-        //    diffusers concatenates them in, so the U-Net output halves are (uncond, text).
-        let t = Instant::now();
-        let prompt = self.tokenizer.encode(&request.prompt)?;
-        let mut truncations: Vec<(PromptRole, Truncation)> =
-            prompt.truncation.clone().map(|t| (PromptRole::Prompt, t)).into_iter().collect();
-        let mut rows = vec![(PromptRole::Prompt, request.prompt.as_str(), prompt)];
-        if guided {
-            let negative = self.tokenizer.encode(&request.negative_prompt)?;
-            truncations.extend(negative.truncation.clone().map(|t| (PromptRole::NegativePrompt, t)));
-            rows.insert(0, (PromptRole::NegativePrompt, request.negative_prompt.as_str(), negative));
-        }
-        let length = self.tokenizer.max_length();
-        let ids =
-            Array2::from_shape_vec((rows.len(), length), rows.iter().flat_map(|(_, _, t)| t.ids.clone()).collect())
-                .map_err(|e| EngineError::inference("tokenizer", e))?;
-        // 2b. Knowledge: link entities in each row and give their tokens the entity embedding.
-        let mut entities = Vec::new();
-        let entity_embeds = match &self.knowledge {
-            Some(knowledge) => {
-                let mut embeds = Array3::<f32>::zeros((rows.len(), length, self.text_encoder.hidden_size()?));
-                for (row, (role, text, tokens)) in rows.iter().enumerate() {
-                    let linked = knowledge.inject(text, &tokens.offsets, &mut embeds, row);
-                    entities.extend(linked.into_iter().map(|entity| (*role, entity)));
-                }
-                Some(embeds)
+        // 2. Encode the prompt and the negative prompt (cached: a design request renders each prompt
+        //    several times, and most jobs share the empty negative prompt).
+        let key = (request.prompt.clone(), request.negative_prompt.clone(), guided);
+        let encoded = match self.prompt_cache.get(&key) {
+            Some(encoded) => Arc::clone(encoded),
+            None => {
+                let encoded = Arc::new(self.encode_prompts(request, guided, &mut timings)?);
+                self.prompt_cache.put(key, Arc::clone(&encoded));
+                encoded
             }
-            None => None,
         };
-        timings.tokenize = ms(t);
-        let t = Instant::now();
-        let hidden = self.text_encoder.encode(&ids, entity_embeds)?;
-        timings.text_encoder = ms(t);
+        let hidden = &encoded.hidden;
 
         // 3 + 4. Timesteps come from the sampler; latents from the request or the seed.
         let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
@@ -297,7 +302,51 @@ impl Pipeline {
             }
         }
         tracing::debug!(elapsed_ms = ms(started), "generated");
+        let (truncations, entities) = (encoded.truncations.clone(), encoded.entities.clone());
         Ok(Generated { image, truncations, entities, upscaled, timings })
+    }
+
+    /// Tokenizes and encodes `[negative, prompt]` (the order diffusers concatenates them in, so the
+    /// U-Net output halves are (uncond, text)) in one text encoder call, with entity embeddings
+    /// for models that have knowledge.
+    fn encode_prompts(
+        &mut self,
+        request: &GenerationRequest,
+        guided: bool,
+        timings: &mut StageTimings,
+    ) -> Result<EncodedPrompts> {
+        let t = Instant::now();
+        let prompt = self.tokenizer.encode(&request.prompt)?;
+        let mut truncations: Vec<(PromptRole, Truncation)> =
+            prompt.truncation.clone().map(|t| (PromptRole::Prompt, t)).into_iter().collect();
+        let mut rows = vec![(PromptRole::Prompt, request.prompt.as_str(), prompt)];
+        if guided {
+            let negative = self.tokenizer.encode(&request.negative_prompt)?;
+            truncations.extend(negative.truncation.clone().map(|t| (PromptRole::NegativePrompt, t)));
+            rows.insert(0, (PromptRole::NegativePrompt, request.negative_prompt.as_str(), negative));
+        }
+        let length = self.tokenizer.max_length();
+        let ids =
+            Array2::from_shape_vec((rows.len(), length), rows.iter().flat_map(|(_, _, t)| t.ids.clone()).collect())
+                .map_err(|e| EngineError::inference("tokenizer", e))?;
+        // Knowledge: link entities in each row and give their tokens the entity embedding.
+        let mut entities = Vec::new();
+        let entity_embeds = match &self.knowledge {
+            Some(knowledge) => {
+                let mut embeds = Array3::<f32>::zeros((rows.len(), length, self.text_encoder.hidden_size()?));
+                for (row, (role, text, tokens)) in rows.iter().enumerate() {
+                    let linked = knowledge.inject(text, &tokens.offsets, &mut embeds, row);
+                    entities.extend(linked.into_iter().map(|entity| (*role, entity)));
+                }
+                Some(embeds)
+            }
+            None => None,
+        };
+        timings.tokenize = ms(t);
+        let t = Instant::now();
+        let hidden = self.text_encoder.encode(&ids, entity_embeds)?;
+        timings.text_encoder = ms(t);
+        Ok(EncodedPrompts { hidden, truncations, entities })
     }
 
     /// Returns the latent (height, width) the request implies, or the first bad field.

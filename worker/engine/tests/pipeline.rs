@@ -143,6 +143,29 @@ fn same_seed_gives_identical_png_bytes() {
 }
 
 #[test]
+fn repeated_prompts_reuse_their_encoding_and_nothing_else() {
+    let runtime = runtime();
+    let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip")).unwrap();
+    let mut request = GenerationRequest::new("a red silk dress");
+    request.steps = 2;
+    request.upscale = false;
+    let first = pipeline.generate(&request, &mut no_progress()).unwrap();
+    assert!(first.timings.text_encoder > 0.0);
+    request.seed = 5;
+    let again = pipeline.generate(&request, &mut no_progress()).unwrap();
+    assert_eq!(again.timings.text_encoder, 0.0, "the second image of a prompt skips the text encoder");
+    request.negative_prompt = "blurry".into();
+    let other_negative = pipeline.generate(&request, &mut no_progress()).unwrap();
+    assert!(other_negative.timings.text_encoder > 0.0, "a new negative prompt is a new encoding");
+    assert_ne!(again.image, other_negative.image, "the cache keys on the negative prompt too");
+    let fresh = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip"))
+        .unwrap()
+        .generate(&request, &mut no_progress())
+        .unwrap();
+    assert_eq!(fresh.image, other_negative.image, "a cached encoding gives the same image as a fresh one");
+}
+
+#[test]
 fn cancelling_stops_between_steps() {
     let runtime = runtime();
     let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip")).unwrap();

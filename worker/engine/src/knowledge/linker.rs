@@ -56,7 +56,9 @@ fn on_word_boundaries(text: &str, start: usize, end: usize) -> bool {
     let last = text[start..end].chars().next_back();
     let before = text[..start].chars().next_back();
     let after = text[end..].chars().next();
-    !(word(first) && word(before)) && !(word(last) && word(after))
+    let continues_before = word(first) && word(before);
+    let continues_after = word(last) && word(after);
+    !continues_before && !continues_after
 }
 
 #[cfg(test)]

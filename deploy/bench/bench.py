@@ -1,0 +1,240 @@
+"""Run with: make bench   (or .venv-fixtures/bin/python deploy/bench/bench.py [--repeats 3] [--steps 50])
+
+One run, one machine: the worker against the peers a user would otherwise run, stage by stage, on
+the paper's Table 6 model (random weights; `deploy/export/export_table6.py`), 50 PNDM steps,
+256 → 1024 px, fp32, 2 threads, with each stage's floor (its FLOPs ÷ this machine's fp32 GEMM rate).
+
+- worker: `rapid-worker generate --timings`, the full run, `--repeats` times; medians reported.
+- diffusers ONNX: the ONNX Runtime sessions `OnnxStableDiffusionPipeline` builds on the same files
+  (its default session options), each stage timed on its own; the U-Net per call is the median of
+  `--peer-calls` calls, and the total is extrapolated as text encoder + (steps + 1) × U-Net call +
+  VAE + ESRGAN + marking. ESRGAN runs whole-image (the pipeline has no upscaler; this is what a user
+  adding one would write); marking is invisible-watermark's `dwtDctSvd` encoder + Pillow's PNG.
+- PyTorch eager ("Torch Native" in the paper's Table 3): diffusers' PyTorch modules with the same
+  weights, timed the same way.
+
+FLOPs are counted by PyTorch's FlopCounterMode (2 per multiply-add in convolutions and matrix
+products; elementwise work is not counted, so floors are optimistic). The GEMM rate is numpy's
+(OpenBLAS) float32 4096³ matrix product on the same threads: what a tuned GEMM reaches here.
+Writes deploy/bench/RESULTS.md (and results.json beside it).
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = 2
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))
+
+import numpy as np  # noqa: E402  (after the thread variables, which numpy reads at import)
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / ".cache/models/table6"
+PROMPT = "一件红色的丝绸连衣裙，白色纽扣，摄影棚照片"
+STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "mark_encode", "total"]
+
+
+def timed(fn, repeats=1):
+    times = []
+    result = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3, result
+
+
+def gemm_rate(n=4096):
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up
+    ms, _ = timed(lambda: a @ b, repeats=5)
+    return 2 * n**3 / (ms / 1e3) / 1e9
+
+
+def mark_and_encode(image_u8):
+    """What a Python user adds after the pipeline: the invisible watermark and a PNG."""
+    import importlib.util
+
+    import cv2
+    from PIL import Image
+
+    spec = importlib.util.find_spec("imwatermark")
+    path = Path(spec.submodule_search_locations[0]) / "dwtDctSvd.py"
+    module_spec = importlib.util.spec_from_file_location("dwtDctSvd", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    bits = np.unpackbits(np.frombuffer(b"RapidD", np.uint8)).tolist()
+    bgr = cv2.cvtColor(image_u8, cv2.COLOR_RGB2BGR)
+    marked = module.EmbedDwtDctSvd(bits, scales=[0, 36, 0], block=4).encode(bgr)
+    buffer = io.BytesIO()
+    Image.fromarray(cv2.cvtColor(marked, cv2.COLOR_BGR2RGB)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def worker(repeats, steps):
+    binary = ROOT / "target/release/rapid-worker"
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            timings = Path(tmp) / f"t{i}.json"
+            subprocess.run([str(binary), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
+                            "--seed", "1", "--threads", str(THREADS), "--timings", str(timings),
+                            "--out", str(Path(tmp) / f"x{i}.png")], check=True, stdout=subprocess.DEVNULL)
+            runs.append(json.loads(timings.read_text()))
+            print(f"worker run {i + 1}/{repeats}: {runs[-1]['total'] / 1e3:.1f} s", flush=True)
+    median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    return {
+        "text_encoder": median("text_encoder"), "unet_per_step": median("unet_per_step"), "vae": median("vae"),
+        "upscale": median("upscale"), "mark_encode": statistics.median(r["mark"] + r["encode"] for r in runs),
+        "total": median("total"), "runs": runs,
+    }
+
+
+def onnx_peer(calls, steps):
+    import onnxruntime as ort
+    from diffusers import OnnxStableDiffusionPipeline
+
+    pipe = OnnxStableDiffusionPipeline.from_pretrained(str(MODEL), provider="CPUExecutionProvider",
+                                                       safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False)
+    ids = pipe.tokenizer([PROMPT, ""], padding="max_length", max_length=32, truncation=True, return_tensors="np").input_ids
+    te, (hidden,) = timed(lambda: pipe.text_encoder(input_ids=ids.astype(np.int32)), repeats=3)
+    sample = np.random.default_rng(0).standard_normal((2, 4, 32, 32), dtype=np.float32)
+    t = np.array([981, 981], dtype=np.int64)
+    pipe.unet(sample=sample, timestep=t, encoder_hidden_states=hidden)  # warm-up
+    unet, _ = timed(lambda: pipe.unet(sample=sample, timestep=t, encoder_hidden_states=hidden), repeats=calls)
+    latents = sample[:1] / 0.18215
+    vae, (image,) = timed(lambda: pipe.vae_decoder(latent_sample=latents))
+    options = ort.SessionOptions()
+    upscaler = ort.InferenceSession(str(MODEL / "upscaler/model.onnx"), options, providers=["CPUExecutionProvider"])
+    rgb = np.clip(image / 2 + 0.5, 0, 1).astype(np.float32)
+    up, (big,) = timed(lambda: upscaler.run(None, {"input": rgb}))
+    u8 = (np.clip(big[0].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+    mark, _ = timed(lambda: mark_and_encode(u8))
+    total = te + (steps + 1) * unet + vae + up + mark
+    return {"text_encoder": te, "unet_per_step": unet, "vae": vae, "upscale": up, "mark_encode": mark, "total": total}
+
+
+def eager_peer(calls, steps):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import BertModel
+
+    torch.set_num_threads(THREADS)
+    sys.path.insert(0, str(ROOT / "deploy/export"))
+    from export_table6 import fixtures_module
+
+    torch_dir = MODEL / "torch"
+    bert = BertModel.from_pretrained(torch_dir / "text_encoder").eval()
+    unet = UNet2DConditionModel.from_pretrained(torch_dir / "unet").eval()
+    vae = AutoencoderKL.from_pretrained(torch_dir / "vae").eval()
+    rrdb = fixtures_module().RRDBNet(3, 3, nf=64, nb=23, gc=32).eval()
+    rrdb.load_state_dict(torch.load(torch_dir / "rrdbnet.pth"))
+    flops = {}
+    with torch.no_grad():
+        ids = torch.randint(104, 21128, (2, 32))
+        te, hidden = timed(lambda: bert(input_ids=ids).last_hidden_state, repeats=3)
+        sample = torch.randn(2, 4, 32, 32)
+        t = torch.tensor([981, 981])
+        unet(sample, t, hidden)  # warm-up
+        u, _ = timed(lambda: unet(sample, t, hidden), repeats=calls)
+        v, image = timed(lambda: vae.decode(sample[:1] / 0.18215).sample)
+        rgb = (image / 2 + 0.5).clamp(0, 1)
+        up, big = timed(lambda: rrdb(rgb))
+        u8 = (big[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        mark, _ = timed(lambda: mark_and_encode(u8))
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for name, fn in [("text_encoder", lambda: bert(input_ids=ids)), ("unet_per_step", lambda: unet(sample, t, hidden)),
+                         ("vae", lambda: vae.decode(sample[:1])), ("upscale", lambda: rrdb(rgb))]:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                fn()
+            flops[name] = counter.get_total_flops()
+    total = te + (steps + 1) * u + v + up + mark
+    return {"text_encoder": te, "unet_per_step": u, "vae": v, "upscale": up, "mark_encode": mark, "total": total}, flops
+
+
+def versions():
+    import diffusers
+    import onnxruntime
+    import torch
+
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "numpy": np.__version__, "rustc": rustc}
+
+
+def table(results, flops, rate, steps):
+    ours, onnx, eager = results["worker"], results["diffusers_onnx"], results["torch_eager"]
+    lines = ["| stage | GFLOP | floor ms | worker ms | ×floor | diffusers ONNX ms | ONNX/worker | PyTorch eager ms | eager/worker |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total_flops = flops["text_encoder"] + (steps + 1) * flops["unet_per_step"] + flops["vae"] + flops["upscale"]
+    for stage in STAGES:
+        f = total_flops if stage == "total" else flops.get(stage)
+        floor = f / (rate * 1e9) * 1e3 if f else None
+        cells = [stage, f"{f / 1e9:.1f}" if f else "–", f"{floor:.0f}" if floor else "–", f"{ours[stage]:.0f}",
+                 f"{ours[stage] / floor:.2f}" if floor else "–", f"{onnx[stage]:.0f}", f"{onnx[stage] / ours[stage]:.2f}",
+                 f"{eager[stage]:.0f}", f"{eager[stage] / ours[stage]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3, help="full worker runs (median reported)")
+    parser.add_argument("--peer-calls", type=int, default=3, help="U-Net calls timed per peer (median)")
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    if not (MODEL / "unet/model.onnx").exists():
+        sys.exit(f"{MODEL} is missing: run .venv-fixtures/bin/python deploy/export/export_table6.py first")
+    started = time.time()
+    rate = gemm_rate()
+    print(f"GEMM: {rate:.0f} GFLOP/s", flush=True)
+    results = {"worker": worker(args.repeats, args.steps)}
+    results["diffusers_onnx"] = onnx_peer(args.peer_calls, args.steps)
+    print("diffusers ONNX done", flush=True)
+    results["torch_eager"], flops = eager_peer(args.peer_calls, args.steps)
+    print("PyTorch eager done", flush=True)
+    info = versions()
+    out = ROOT / "deploy/bench"
+    (out / "results.json").write_text(json.dumps({"machine": info, "gemm_gflops": rate, "flops": flops,
+                                                  "steps": args.steps, "results": results}, indent=2))
+    body = f"""# Benchmark: the worker against its peers (paper Table 3, on this CPU)
+
+Reproduce: `make bench` (exports the model first if missing; about 15 minutes on 2 cores).
+Model: the paper's Table 6 architecture with **random weights** (`deploy/export/export_table6.py`):
+timings are real, images are noise. {args.steps} PNDM steps ({args.steps + 1} U-Net calls, batch 2 with
+guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, CPU execution provider.
+
+Machine: {info['cpu']}, {info['cores']} cores. Versions: {json.dumps({k: v for k, v in info.items() if k not in ('cpu', 'cores')})}.
+fp32 GEMM rate (numpy/OpenBLAS, 4096³): **{rate:.0f} GFLOP/s**. Run took {(time.time() - started) / 60:.1f} min.
+
+{table(results, flops, rate, args.steps)}
+
+- worker: median of {args.repeats} full runs of `rapid-worker generate --timings` (total = the whole
+  command, model loading included). ESRGAN in the worker's default tiles.
+- diffusers ONNX and PyTorch eager: each stage timed on its own (U-Net: median of {args.peer_calls} calls);
+  their totals are **extrapolated**: text encoder + {args.steps + 1} × U-Net + VAE + ESRGAN (whole image) +
+  marking, model loading excluded.
+- floor = counted FLOPs ÷ GEMM rate; FLOPs count convolutions and matrix products only.
+"""
+    (out / "RESULTS.md").write_text(body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
