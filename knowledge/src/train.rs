@@ -146,7 +146,9 @@ pub fn train(dataset: &Dataset, config: &TrainConfig, mut on_epoch: impl FnMut(&
             apply(&mut model.relations, &mut relation_moments, &mut relation_contributions, gradients, step, false);
         }
         let validation = match (config.eval_every, &validation_filter) {
-            (Some(every), Some(filter)) if epoch.is_multiple_of(every) => eval::evaluate(&model, &dataset.valid, filter),
+            (Some(every), Some(filter)) if epoch.is_multiple_of(every) => {
+                eval::evaluate(&model, &dataset.valid, filter)
+            }
             _ => None,
         };
         let pairs = (train.len() * config.negatives) as f64;

@@ -46,15 +46,18 @@ pub struct Job {
     pub attempt: u32,
 }
 
-/// Progress or end of a job, with stage timings when it ends.
+/// Something that happened to a job: the request's event log (`GET /v1/requests/{id}/events`),
+/// written by workers (and by the scheduler when a cancel ends queued jobs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     pub v: u32,
     pub job_id: String,
     pub request_id: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
     pub kind: EventKind,
-    /// Milliseconds per pipeline stage (tokenize, text_encoder, unet_total, ...).
+    /// Milliseconds per pipeline stage (tokenize, text_encoder, unet_total, ...), on success.
     #[serde(default)]
     pub timings_ms: Vec<(String, f64)>,
 }
@@ -62,10 +65,24 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    Started,
-    Step { step: u32, total: u32 },
-    Succeeded { images: Vec<ImageRef> },
-    Failed { reason: String, retryable: bool },
+    /// A worker started attempt `attempt` (1 on the first run).
+    Started {
+        attempt: u32,
+    },
+    /// Denoising progress (sampled, not every step).
+    Step {
+        step: u32,
+        total: u32,
+    },
+    Succeeded {
+        images: Vec<ImageRef>,
+        entities: Vec<EntityLink>,
+    },
+    /// `retryable`: the job goes back to the queue (retry or shutdown); otherwise it has ended.
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
     Cancelled,
 }
 
@@ -233,12 +250,16 @@ mod tests {
             v: SCHEMA_VERSION,
             job_id: "job-1".into(),
             request_id: "req-1".into(),
+            at_ms: 5,
             kind: EventKind::Succeeded {
                 images: vec![ImageRef { key: "acme/req-1/job-1-0.png".into(), bytes: 1234, width: 1024, height: 1024 }],
+                entities: vec![EntityLink { role: "prompt".into(), entity: "silk".into(), text: "silk".into() }],
             },
             timings_ms: vec![("unet_total".into(), 1500.0)],
         };
         assert_eq!(decode::<Event>(&encode(&event)).unwrap(), event);
+        let json = String::from_utf8(encode(&event)).unwrap();
+        assert!(json.contains(r#""type":"succeeded""#), "{json}");
     }
 
     #[test]

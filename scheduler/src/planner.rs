@@ -5,7 +5,7 @@
 
 use rand::Rng;
 use rapid_proto::{Job, Priority, RequestRecord, SCHEMA_VERSION};
-use rapid_worker::consumer::{notify_if_request_done, queued_record};
+use rapid_worker::consumer::{final_event, notify_if_request_done, queued_record};
 use rapid_worker::queue::{priority_level, Queue, Topic};
 use rapid_worker::state::{now_ms, StateStore};
 
@@ -191,6 +191,7 @@ pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(
                 record.status = rapid_proto::JobStatus::Failed;
                 record.error = Some("could not be queued: the broker was unavailable".into());
                 state.put_job(&record).await?;
+                state.append_event(&final_event(&record)).await?;
                 notify_if_request_done(state, queue, &plan.record, &record.id).await.ok();
             }
             return Err(error.into());

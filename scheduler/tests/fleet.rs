@@ -50,6 +50,18 @@ async fn fashion_request_reaches_s3_with_metadata_and_presigned_urls() {
         let decoded = image::load_from_memory(&bytes).expect("a PNG");
         assert_eq!((decoded.width(), decoded.height()), (256, 256), "64 px upscaled ×4");
     }
+    // The event log tells each job's story: started, progress, the end with images and entities.
+    let (status, log) = fleet.get(&format!("/v1/requests/{id}/events"), ACME).await;
+    assert_eq!(status, 200, "{log}");
+    let kinds: Vec<&str> =
+        log["events"].as_array().unwrap().iter().map(|e| e["kind"]["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "started").count(), 4, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "succeeded").count(), 4, "{kinds:?}");
+    let succeeded = log["events"].as_array().unwrap().iter().find(|e| e["kind"]["type"] == "succeeded").unwrap();
+    assert!(!succeeded["kind"]["entities"].as_array().unwrap().is_empty(), "{succeeded}");
+    assert!(!succeeded["timings_ms"].as_array().unwrap().is_empty(), "{succeeded}");
+    assert_eq!(fleet.get(&format!("/v1/requests/{id}/events"), GLOBEX).await.0, 404);
+
     // A URL that was tampered with must not work: clients get signed URLs, not bucket access.
     let url = jobs(&view)[0]["images"][0]["url"].as_str().unwrap().replace("-0.png", "-1.png");
     assert_ne!(http.get(url).send().await.unwrap().status(), 200);

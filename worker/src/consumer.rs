@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rapid_engine::pipeline::Progress;
-use rapid_proto::{Job, JobRecord, JobStatus, RequestFinished, RequestRecord, SCHEMA_VERSION};
+use rapid_proto::{Event, EventKind, Job, JobRecord, JobStatus, RequestFinished, RequestRecord, SCHEMA_VERSION};
 use sha2::Digest;
 use tracing::Instrument;
 
@@ -157,6 +157,7 @@ impl JobConsumer {
         record.started_ms = Some(now_ms());
         record.updated_ms = now_ms();
         self.state.put_job(&record).await?;
+        self.state.append_event(&event(&record, EventKind::Started { attempt: record.attempts })).await?;
 
         let result = match self.render(job, &mut record, abort).await? {
             Ok(image) => self.upload(job, &image).await.map(|images| (image, images)),
@@ -176,6 +177,8 @@ impl JobConsumer {
                 record.step = 0;
                 record.updated_ms = now_ms();
                 self.state.put_job(&record).await?;
+                let reason = "the worker shut down before the job finished; requeued".to_owned();
+                self.state.append_event(&event(&record, EventKind::Failed { reason, retryable: true })).await?;
                 Ok(Outcome::Requeue)
             }
             Err(JobError::Stopped) => self.finish(&request, record, JobStatus::Cancelled).await,
@@ -227,6 +230,8 @@ impl JobConsumer {
                         record.total_steps = progress.total as u32;
                         record.updated_ms = now_ms();
                         self.state.put_job(record).await?;
+                        let step = EventKind::Step { step: record.step, total: record.total_steps };
+                        self.state.append_event(&event(record, step)).await?;
                     }
                 }
             }
@@ -273,6 +278,7 @@ impl JobConsumer {
         record.step = 0;
         record.updated_ms = now_ms();
         self.state.put_job(&record).await?;
+        self.state.append_event(&event(&record, EventKind::Failed { reason, retryable: true })).await?;
         let retry = Job { attempt: next_attempt, ..job.clone() };
         self.queue
             .publish_delayed(Topic::Jobs, &rapid_proto::encode(&retry), priority_level(job.priority), delay)
@@ -290,6 +296,7 @@ impl JobConsumer {
         record.status = status;
         record.updated_ms = now_ms();
         self.state.put_job(&record).await?;
+        self.state.append_event(&final_event(&record)).await?;
         tracing::info!(?status, "job finished");
         notify_if_request_done(&self.state, &self.queue, request, &record.id).await?;
         Ok(Outcome::Done)
@@ -318,6 +325,30 @@ pub async fn notify_if_request_done(
         }
     }
     Ok(())
+}
+
+/// An event about the job `record` describes, stamped now.
+pub fn event(record: &JobRecord, kind: EventKind) -> Event {
+    Event {
+        v: SCHEMA_VERSION,
+        job_id: record.id.clone(),
+        request_id: record.request_id.clone(),
+        at_ms: now_ms(),
+        kind,
+        timings_ms: Vec::new(),
+    }
+}
+
+/// The event that ends a job, from its final record.
+pub fn final_event(record: &JobRecord) -> Event {
+    let kind = match record.status {
+        JobStatus::Succeeded => {
+            EventKind::Succeeded { images: record.images.clone(), entities: record.entities.clone() }
+        }
+        JobStatus::Cancelled => EventKind::Cancelled,
+        _ => EventKind::Failed { reason: record.error.clone().unwrap_or_default(), retryable: false },
+    };
+    Event { timings_ms: record.timings_ms.clone(), ..event(record, kind) }
 }
 
 /// The record a job has before any worker touched it.

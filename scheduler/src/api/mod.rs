@@ -46,6 +46,7 @@ pub struct AppState {
         submit::cuisine_menus,
         requests::get_request,
         requests::cancel_request,
+        requests::request_events,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/fashion/designs", post(submit::fashion_designs))
         .route("/v1/cuisine/menus", post(submit::cuisine_menus))
         .route("/v1/requests/{id}", get(requests::get_request).delete(requests::cancel_request))
+        .route("/v1/requests/{id}/events", get(requests::request_events))
         // Authentication wraps only the tenant routes; health and metrics stay open for probes.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Extension;
 use rapid_proto::{JobRecord, JobStatus, RequestRecord};
-use rapid_worker::consumer::notify_if_request_done;
+use rapid_worker::consumer::{final_event, notify_if_request_done};
 use rapid_worker::state::now_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -102,6 +102,7 @@ pub async fn cancel_request(
         if record.status == JobStatus::Queued {
             let cancelled = JobRecord { status: JobStatus::Cancelled, updated_ms: now_ms(), ..record };
             state.state.put_job(&cancelled).await?;
+            state.state.append_event(&final_event(&cancelled)).await?;
             notify_if_request_done(&state.state, &state.queue, &request, &cancelled.id)
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -109,6 +110,27 @@ pub async fn cancel_request(
     }
     tracing::info!(request = %id, tenant, "request cancelled");
     Ok(axum::Json(view(&state, &request).await?))
+}
+
+/// The request's event log, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsView {
+    pub request_id: String,
+    /// `{job_id, at_ms, kind: {type: started|step|succeeded|failed|cancelled, ...}, timings_ms}`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<rapid_proto::Event>,
+}
+
+#[utoipa::path(get, path = "/v1/requests/{id}/events", security(("bearer" = [])),
+    params(("id" = String, Path, description = "request id from the submission")),
+    responses((status = 200, body = EventsView), (status = 404, body = ErrorBody)))]
+pub async fn request_events(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<EventsView>, ApiError> {
+    let request = owned_request(&state, &tenant, &id).await?;
+    Ok(axum::Json(EventsView { events: state.state.events(&request.id).await?, request_id: request.id }))
 }
 
 /// The request if it exists and belongs to `tenant`; another tenant's request is "not found".

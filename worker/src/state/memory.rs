@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rapid_proto::{JobRecord, RequestRecord};
+use rapid_proto::{Event, JobRecord, RequestRecord};
 
 #[derive(Clone, Default)]
 pub struct MemoryState {
@@ -19,6 +19,7 @@ struct Inner {
     jobs: HashMap<String, JobRecord>,
     done: HashMap<String, HashSet<String>>,
     cancelled: HashSet<String>,
+    events: HashMap<String, Vec<Event>>,
     expires: HashMap<String, Instant>,
 }
 
@@ -36,6 +37,7 @@ impl Inner {
             }
             self.done.remove(&id);
             self.cancelled.remove(&id);
+            self.events.remove(&id);
         }
     }
 }
@@ -79,6 +81,19 @@ impl MemoryState {
 
     pub(super) fn is_cancelled(&self, request_id: &str) -> bool {
         self.lock().cancelled.contains(request_id)
+    }
+
+    pub(super) fn append_event(&self, event: &Event) {
+        let mut inner = self.lock();
+        let log = inner.events.entry(event.request_id.clone()).or_default();
+        log.push(event.clone());
+        if log.len() > super::MAX_EVENTS {
+            log.remove(0);
+        }
+    }
+
+    pub(super) fn events(&self, request_id: &str) -> Vec<Event> {
+        self.lock().events.get(request_id).cloned().unwrap_or_default()
     }
 
     pub(super) fn finish_job(&self, request: &RequestRecord, job_id: &str) -> bool {

@@ -9,7 +9,7 @@ mod redis;
 
 use std::time::Duration;
 
-use rapid_proto::{JobRecord, RequestRecord};
+use rapid_proto::{Event, JobRecord, RequestRecord};
 
 pub use self::memory::MemoryState;
 pub use self::redis::RedisState;
@@ -21,6 +21,10 @@ pub enum StateError {
     #[error("state key {key} holds something this build cannot read: {message}")]
     Corrupt { key: String, message: String },
 }
+
+/// Events kept per request: enough for every job's start, sampled progress and end, bounded so a
+/// huge request cannot grow one key without limit.
+pub const MAX_EVENTS: usize = 2000;
 
 #[derive(Clone)]
 pub enum StateStore {
@@ -91,6 +95,25 @@ impl StateStore {
         match self {
             Self::Redis(s) => s.finish_job(request, job_id).await,
             Self::Memory(s) => Ok(s.finish_job(request, job_id)),
+        }
+    }
+
+    /// Appends to the request's event log (capped at [`MAX_EVENTS`], oldest dropped first).
+    pub async fn append_event(&self, event: &Event) -> Result<(), StateError> {
+        match self {
+            Self::Redis(s) => s.append_event(event).await,
+            Self::Memory(s) => {
+                s.append_event(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// The request's event log, oldest first.
+    pub async fn events(&self, request_id: &str) -> Result<Vec<Event>, StateError> {
+        match self {
+            Self::Redis(s) => s.events(request_id).await,
+            Self::Memory(s) => Ok(s.events(request_id)),
         }
     }
 

@@ -2,7 +2,8 @@
 //! - `p:request:{id}` — the request record (JSON);
 //! - `p:job:{id}` — one job record (JSON);
 //! - `p:done:{request}` — the set of job ids in a final state;
-//! - `p:cancel:{request}` — present when the request was cancelled.
+//! - `p:cancel:{request}` — present when the request was cancelled;
+//! - `p:events:{request}` — the request's event log (a list of JSON events, capped).
 //!
 //! JSON strings rather than hashes: records are written whole by one writer at a time and read
 //! whole, and proto's version field then guards them like any other message.
@@ -11,10 +12,10 @@ use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
 use ::redis::AsyncCommands;
-use rapid_proto::{JobRecord, RequestRecord};
+use rapid_proto::{Event, JobRecord, RequestRecord};
 use serde::de::DeserializeOwned;
 
-use super::{ttl_secs, StateError};
+use super::{ttl_secs, StateError, MAX_EVENTS};
 
 #[derive(Clone)]
 pub struct RedisState {
@@ -87,12 +88,30 @@ impl RedisState {
             for id in &request.job_ids {
                 pipe.expire(self.key("job", id), ttl).ignore();
             }
-            for kind in ["request", "done", "cancel"] {
+            for kind in ["request", "done", "cancel", "events"] {
                 pipe.expire(self.key(kind, &request.id), ttl).ignore();
             }
             let () = pipe.query_async(&mut self.connection.clone()).await?;
         }
         Ok(last)
+    }
+
+    pub(super) async fn append_event(&self, event: &Event) -> Result<(), StateError> {
+        let key = self.key("events", &event.request_id);
+        let () = ::redis::pipe()
+            .rpush(&key, rapid_proto::encode(event))
+            .ignore()
+            .ltrim(&key, -(MAX_EVENTS as isize), -1)
+            .ignore()
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn events(&self, request_id: &str) -> Result<Vec<Event>, StateError> {
+        let key = self.key("events", request_id);
+        let raw: Vec<Vec<u8>> = self.connection.clone().lrange(&key, 0, -1).await?;
+        raw.iter().map(|bytes| decode(&key, bytes)).collect()
     }
 
     pub(super) async fn ping(&self) -> Result<(), StateError> {
