@@ -143,7 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(metrics) => println!("test: {}", summary(&metrics)),
             None => println!("test: no test split, nothing evaluated"),
         }
-        println!("training: {training_seconds:.2} s on {threads} threads, final loss {final_loss:.4}");
+        let plural = if threads == 1 { "" } else { "s" };
+        println!("training: {training_seconds:.2} s on {threads} thread{plural}, final loss {final_loss:.4}");
 
         let report = Report {
             test: test.map(Into::into),

@@ -83,12 +83,7 @@ impl TransE {
             values.chunks_mut(dim).for_each(normalize);
             Table { dim, values }
         };
-        let mut entities = table(num_entities);
-        if std::env::var("RAPID_XAVIER").is_ok() {
-            let b = (6.0f32 / (num_entities + dim) as f32).sqrt();
-            let mut rng2 = rng::stream(seed, Purpose::Init, 1, 0);
-            entities.values.iter_mut().for_each(|x| *x = rng2.random_range(-b..b));
-        }
+        let entities = table(num_entities);
         let relations = table(num_relations);
         Self { norm, entities, relations }
     }
