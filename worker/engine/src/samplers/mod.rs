@@ -171,11 +171,16 @@ pub trait Sampler: Send {
     /// Timesteps the U-Net is called with, one entry per U-Net call, in order
     /// (PNDM with skip_prk_steps: N steps are N+1 calls, diffusers repeats one timestep).
     fn timesteps(&self) -> &[f32];
-    /// Multiplier diffusers applies to the initial Gaussian latents (`init_noise_sigma`).
-    fn init_noise_sigma(&self) -> f32;
+    /// Multiplier diffusers applies to the initial Gaussian latents (`init_noise_sigma`); 1 unless
+    /// the sampler works in sigma space.
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
     /// Scalar diffusers' `scale_model_input` multiplies the latents by before the U-Net call number `call`
     /// (1/sqrt(sigma^2+1) for the Euler family, 1 otherwise). A scalar so the pipeline needs no extra tensor.
-    fn model_input_scale(&self, call: usize) -> f32;
+    fn model_input_scale(&self, _call: usize) -> f32 {
+        1.0
+    }
     /// Advance `sample` in place with the (already guided) U-Net output of call number `call`.
     /// `noise` fills a slice with standard-normal values; only ancestral samplers call it.
     fn step(

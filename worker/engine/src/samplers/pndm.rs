@@ -162,14 +162,6 @@ impl Sampler for Pndm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn model_input_scale(&self, _call: usize) -> f32 {
-        1.0
-    }
-
     fn step(
         &mut self,
         model_output: ArrayView4<f32>,
