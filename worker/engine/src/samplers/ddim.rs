@@ -27,14 +27,7 @@ impl Ddim {
         config.check_supported(SamplerKind::Ddim)?;
         let train = config.num_train_timesteps;
         let timestep_ids = schedule::integer_timesteps(config.spacing_for(SamplerKind::Ddim), config, steps);
-        if let Some(&too_late) = timestep_ids.iter().find(|&&t| t >= train as i64) {
-            return Err(SamplerError::TimestepOutOfRange {
-                steps,
-                steps_offset: config.steps_offset,
-                timestep: too_late,
-                last: train - 1,
-            });
-        }
+        super::check_timesteps_in_range(&timestep_ids, config, steps)?;
         let alphas_cumprod = schedule::alphas_cumprod(config);
         let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { alphas_cumprod[0] };
         Ok(Ddim {

@@ -94,14 +94,7 @@ impl DpmSolverMultistep {
         } else {
             timesteps.iter().map(|&t| schedule::interp(t as f64, &train_sigmas)).collect()
         };
-        if let Some(&bad) = timesteps.iter().find(|&&t| t < 0 || t >= train as i64) {
-            return Err(SamplerError::TimestepOutOfRange {
-                steps,
-                steps_offset: config.steps_offset,
-                timestep: bad,
-                last: train - 1,
-            });
-        }
+        super::check_timesteps_in_range(&timesteps, config, steps)?;
         Ok(DpmSolverMultistep {
             sigmas: sigmas.into_iter().map(|s| s as f32).chain([0.0]).collect(),
             timesteps: timesteps.into_iter().map(|t| t as f32).collect(),

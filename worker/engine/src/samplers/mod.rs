@@ -192,6 +192,18 @@ pub trait Sampler: Send {
     );
 }
 
+/// Every timestep a schedule produced must index the training schedule; a large `steps_offset`
+/// or step count can push one past the end, which `build` reports instead of panicking later.
+fn check_timesteps_in_range(timesteps: &[i64], config: &SchedulerConfig, steps: usize) -> Result<(), SamplerError> {
+    let last = config.num_train_timesteps - 1;
+    match timesteps.iter().find(|&&t| t < 0 || t > last as i64) {
+        Some(&timestep) => {
+            Err(SamplerError::TimestepOutOfRange { steps, steps_offset: config.steps_offset, timestep, last })
+        }
+        None => Ok(()),
+    }
+}
+
 /// The checks every `step` starts with: a call out of order or a shape mismatch is a pipeline bug
 /// that would otherwise corrupt the history silently.
 fn check_call(

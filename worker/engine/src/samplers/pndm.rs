@@ -78,14 +78,7 @@ impl Pndm {
             all.extend(ascending[..n - 3].iter().rev());
             all
         };
-        if let Some(&too_late) = timestep_ids.iter().find(|&&t| t >= train as i64) {
-            return Err(SamplerError::TimestepOutOfRange {
-                steps,
-                steps_offset: config.steps_offset,
-                timestep: too_late,
-                last: train - 1,
-            });
-        }
+        super::check_timesteps_in_range(&timestep_ids, config, steps)?;
         let alphas_cumprod = schedule::alphas_cumprod(config);
         let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(false) { 1.0 } else { alphas_cumprod[0] };
         Ok(Pndm {
