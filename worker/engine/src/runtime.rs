@@ -1,5 +1,5 @@
 //! ONNX Runtime: locating and loading its shared library, choosing the execution provider, and
-//! building sessions.
+//! building sessions (with the project's custom operators, `crate::attention`, registered).
 //!
 //! The library is loaded at run time (`ort`'s `load-dynamic`) instead of linked, so one binary runs
 //! with the CPU wheel's library or the GPU wheel's. A requested provider that cannot load is an
@@ -15,6 +15,7 @@ use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
+use crate::attention;
 use crate::error::{EngineError, Result};
 
 /// Where ONNX Runtime executes the graphs.
@@ -112,6 +113,11 @@ impl Runtime {
         if let Some(threads) = self.intra_threads {
             builder = builder.with_intra_threads(threads).map_err(|e| builder_error(e.into()))?;
         }
+        // Every session knows the project's own operators, so a graph rewritten with
+        // `ai.rapid::FlashAttention` loads like any other. A fresh domain per session because
+        // ort's `OperatorDomain` is not `Sync`, and `Runtime` is shared across worker threads.
+        let operators = attention::op::operator_domain().map_err(builder_error)?;
+        builder = builder.with_operators(operators).map_err(|e| builder_error(e.into()))?;
         if let Some(dispatch) = self.dispatch() {
             builder = builder.with_execution_providers([dispatch]).map_err(|e| EngineError::ProviderUnavailable {
                 provider: self.provider.name(),
