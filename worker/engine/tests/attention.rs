@@ -1,0 +1,45 @@
+//! The project's `ai.rapid::FlashAttention` operator inside a real U-Net: the tiny fixture U-Net
+//! (`tests/fixtures/models/tiny-sd-clip`) against its copy rewritten by
+//! `deploy/export/fuse_attention.py --fused rapid` (`tiny-sd-clip-flash`, every attention block one
+//! custom node), loaded through the engine's own `Runtime`, which registers the operator.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Array4};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use rapid_engine::parts::unet::Unet;
+use rapid_engine::runtime::{Runtime, RuntimeOptions};
+
+fn unet_path(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(model).join("unet/model.onnx")
+}
+
+fn predict(unet: &mut Unet, sample: &Array4<f32>, hidden: &Array3<f32>) -> Array4<f32> {
+    let mut prediction = None;
+    unet.predict(sample.view(), 500.0, hidden.view(), &mut |out| prediction = Some(out.to_owned())).unwrap();
+    prediction.unwrap()
+}
+
+fn normal<D: ndarray::Dimension>(shape: impl ndarray::ShapeBuilder<Dim = D>, seed: u64) -> ndarray::Array<f32, D> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    ndarray::Array::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
+}
+
+#[test]
+fn unet_with_flash_attention_matches_the_plain_graph() {
+    let runtime = Runtime::new(&RuntimeOptions { intra_threads: Some(2), ..RuntimeOptions::default() })
+        .expect("ONNX Runtime did not load: run `bash deploy/setup.sh`");
+    let mut plain = Unet::load(&runtime, &unet_path("tiny-sd-clip"), 2).unwrap();
+    let mut fused = Unet::load(&runtime, &unet_path("tiny-sd-clip-flash"), 2).unwrap();
+    // The fixture's own 16×16 latent with CLIP's 77 tokens, and a 12×12 latent (144 and 36 query
+    // rows, off the kernel's 64-row tiles) with 10 tokens.
+    for (side, tokens) in [(16, 77), (12, 10)] {
+        let sample = normal((2, 4, side, side), 1);
+        let hidden = normal((2, tokens, 32), 2);
+        let expected = predict(&mut plain, &sample, &hidden);
+        let got = predict(&mut fused, &sample, &hidden);
+        let diff = (&got - &expected).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+        assert!(diff < 1e-4, "{side}×{side} latent, {tokens} tokens: max abs diff {diff}");
+    }
+}
