@@ -140,6 +140,10 @@ pub struct JobRecord {
     /// Knowledge-graph entities the engine linked in the prompts (models with `knowledge/`).
     #[serde(default)]
     pub entities: Vec<EntityLink>,
+    /// How many jobs shared the U-Net calls of the run that succeeded (cross-request batching;
+    /// 1 = it ran alone).
+    #[serde(default)]
+    pub batch_size: Option<u32>,
     /// When the latest attempt started running (Unix ms).
     pub started_ms: Option<u64>,
     pub updated_ms: u64,
@@ -278,6 +282,7 @@ mod tests {
             images: vec![ImageRef { key: "acme/req-1/req-1-000-0.png".into(), bytes: 10, width: 256, height: 256 }],
             timings_ms: vec![("vae".into(), 12.5)],
             entities: vec![EntityLink { role: "prompt".into(), entity: "silk".into(), text: "丝绸".into() }],
+            batch_size: Some(3),
             started_ms: Some(1),
             updated_ms: 2,
         };

@@ -221,6 +221,29 @@ async fn sigterm_requeues_the_job_in_hand_after_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_compatible_jobs_is_denoised_in_one_batch() {
+    let mut fleet = Fleet::start(FleetOptions { max_batch: 4, ..FleetOptions::default() }).await;
+    // Four compatible jobs, then one with other steps, all waiting before the worker starts.
+    let body = json!({"prompts": ["a scarf", "a wool coat"], "images_per_prompt": 2, "steps": 2, "seed": 9});
+    let together_id = fleet.submit("/v1/generations", body).await;
+    let apart_id = fleet.submit("/v1/generations", json!({"prompts": ["a hat"], "steps": 3})).await;
+    fleet.start_worker();
+    let together = fleet.wait_final(&together_id, LONG).await;
+    let apart = fleet.wait_final(&apart_id, LONG).await;
+    assert_eq!(together["status"], "succeeded", "{together}");
+    assert_eq!(apart["status"], "succeeded", "{apart}");
+    for job in jobs(&together) {
+        assert_eq!(job["batch_size"], 4, "compatible waiting jobs share their U-Net calls: {job}");
+        assert_eq!(job["step"], job["total_steps"], "{job}");
+        assert_eq!(job["images"].as_array().unwrap().len(), 1, "{job}");
+    }
+    let images: std::collections::HashSet<_> = jobs(&together).iter().map(|j| j["images"][0]["key"].clone()).collect();
+    assert_eq!(images.len(), 4, "each job of a batch stores its own image");
+    assert_eq!(jobs(&apart)[0]["batch_size"], 1, "a job with other steps runs alone: {apart}");
+    fleet.cleanup_amqp().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_work_overtakes_waiting_batch_work() {
     let mut fleet = Fleet::start(FleetOptions::default()).await;
     let batch = json!({"vendor": "v", "dishes": ["soup", "noodles", "dumplings", "rice", "tea"], "steps": 2});

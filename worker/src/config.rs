@@ -105,6 +105,14 @@ pub struct WorkerConfig {
     /// How often a running job checks its request's cancel flag and reports progress.
     #[serde(default = "default_poll_ms")]
     pub progress_interval_ms: u64,
+    /// Most compatible jobs (same model, size, steps, sampler) denoised together, one U-Net call
+    /// per step for all; 1 turns cross-request batching off. The worker asks the broker for at
+    /// least this many unacknowledged jobs.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: std::num::NonZeroUsize,
+    /// Once a job arrived, how long to wait for more waiting jobs to fill a batch.
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
 }
 
 /// What a worker process reads: its own section and the shared ones. The scheduler's sections
@@ -130,6 +138,12 @@ fn default_presign_secs() -> u64 {
 }
 fn default_provider() -> String {
     "cpu".into()
+}
+fn default_max_batch() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN
+}
+fn default_batch_window_ms() -> u64 {
+    20
 }
 fn default_prefetch() -> u16 {
     1

@@ -15,7 +15,7 @@ use sha2::Digest;
 use tracing::Instrument;
 
 use crate::queue::{priority_level, Delivery, Queue, QueueError, Topic};
-use crate::runner::{Engines, JobError, RenderedImage};
+use crate::runner::{batch_key, Engines, JobError, RenderedImage};
 use crate::state::{now_ms, StateError, StateStore};
 use crate::storage::{image_key, Object, ObjectStore};
 
@@ -27,6 +27,10 @@ pub struct ConsumerOptions {
     pub retry_backoff: Duration,
     pub shutdown_grace: Duration,
     pub progress_interval: Duration,
+    /// Most jobs denoised together (one U-Net call per step for all); 1 turns batching off.
+    pub max_batch: usize,
+    /// How long to wait for more waiting jobs once one arrived, to fill a batch.
+    pub batch_window: Duration,
 }
 
 impl From<&crate::config::WorkerConfig> for ConsumerOptions {
@@ -37,6 +41,8 @@ impl From<&crate::config::WorkerConfig> for ConsumerOptions {
             retry_backoff: Duration::from_millis(config.retry_backoff_ms),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             progress_interval: Duration::from_millis(config.progress_interval_ms.max(10)),
+            max_batch: config.max_batch.get(),
+            batch_window: Duration::from_millis(config.batch_window_ms),
         }
     }
 }
@@ -66,11 +72,20 @@ enum Outcome {
     Requeue,
 }
 
+/// A job whose state says it may run, with what finishing it needs.
+struct Admitted {
+    delivery: Delivery,
+    job: Job,
+    request: RequestRecord,
+    record: JobRecord,
+}
+
 impl JobConsumer {
-    /// Consumes until `shutdown` resolves, then stops taking work, lets the job in hand finish
-    /// within the grace period (or requeues it), and returns.
+    /// Consumes until `shutdown` resolves, then stops taking work, lets the jobs in hand finish
+    /// within the grace period (or requeues them), and returns.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
-        let mut consumer = self.queue.consume(Topic::Jobs, self.options.prefetch).await?;
+        let prefetch = self.options.prefetch.max(self.options.max_batch as u16);
+        let mut consumer = self.queue.consume(Topic::Jobs, prefetch).await?;
         tokio::pin!(shutdown);
         loop {
             let delivery = tokio::select! {
@@ -81,17 +96,25 @@ impl JobConsumer {
                 tracing::warn!("the broker closed the job stream");
                 break;
             };
-            let delivery = delivery?;
+            let mut deliveries = vec![delivery?];
+            // Take what is already waiting, for a short window only: a batch must never make a
+            // lone job wait for company that is not coming.
+            while deliveries.len() < self.options.max_batch {
+                match tokio::time::timeout(self.options.batch_window, consumer.next()).await {
+                    Ok(Some(delivery)) => deliveries.push(delivery?),
+                    Ok(None) | Err(_) => break,
+                }
+            }
             let abort = Arc::new(AtomicBool::new(false));
-            let handling = self.handle(delivery, Arc::clone(&abort));
+            let handling = self.handle(deliveries, Arc::clone(&abort));
             tokio::pin!(handling);
             tokio::select! {
                 result = &mut handling => result?,
                 () = &mut shutdown => {
-                    tracing::info!(grace_s = self.options.shutdown_grace.as_secs(), "shutting down: finishing the job in hand");
+                    tracing::info!(grace_s = self.options.shutdown_grace.as_secs(), "shutting down: finishing the jobs in hand");
                     consumer.stop().await?;
                     if tokio::time::timeout(self.options.shutdown_grace, &mut handling).await.is_err() {
-                        tracing::warn!("grace period over: stopping the job and requeueing it");
+                        tracing::warn!("grace period over: stopping the jobs and requeueing them");
                         abort.store(true, Ordering::Relaxed);
                         handling.await?;
                     }
@@ -103,17 +126,63 @@ impl JobConsumer {
         Ok(())
     }
 
-    async fn handle(&self, delivery: Delivery, abort: Arc<AtomicBool>) -> Result<(), ConsumerError> {
-        let job: Job = match rapid_proto::decode(delivery.body()) {
-            Ok(job) => job,
-            Err(e) => {
-                self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
-                delivery.ack().await?;
-                return Ok(());
+    /// Decodes the deliveries, groups the jobs that can share U-Net calls, and runs each group.
+    async fn handle(&self, deliveries: Vec<Delivery>, abort: Arc<AtomicBool>) -> Result<(), ConsumerError> {
+        let mut groups: Vec<(Option<_>, Vec<(Delivery, Job)>)> = Vec::new();
+        for delivery in deliveries {
+            let job: Job = match rapid_proto::decode(delivery.body()) {
+                Ok(job) => job,
+                Err(e) => {
+                    self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
+                    delivery.ack().await?;
+                    continue;
+                }
+            };
+            // A job whose parameters do not parse gets a group of its own and fails there.
+            let key = batch_key(&job);
+            match groups.iter_mut().find(|(k, _)| k.is_some() && *k == key) {
+                Some((_, group)) => group.push((delivery, job)),
+                None => groups.push((key, vec![(delivery, job)])),
             }
-        };
-        let span = tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt);
-        match self.process(&job, delivery.redelivered(), &abort).instrument(span).await {
+        }
+        for (_, group) in groups {
+            if abort.load(Ordering::Relaxed) {
+                // Shutdown ran out of grace before this group started: hand it back untouched.
+                for (delivery, _) in group {
+                    delivery.requeue().await?;
+                }
+                continue;
+            }
+            self.handle_group(group, &abort).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_group(&self, group: Vec<(Delivery, Job)>, abort: &Arc<AtomicBool>) -> Result<(), ConsumerError> {
+        let mut admitted = Vec::with_capacity(group.len());
+        for (delivery, job) in group {
+            match self.admit(&job, delivery.redelivered()).instrument(job_span(&job)).await {
+                Ok(Some((request, record))) => admitted.push(Admitted { delivery, job, request, record }),
+                Ok(None) => self.settle(delivery, Ok(Outcome::Done)).await?,
+                Err(e) => self.settle(delivery, Err(e)).await?,
+            }
+        }
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::info_span!("batch", jobs = admitted.len());
+        let results = self.render(&mut admitted, abort).instrument(span).await?;
+        for (job, result) in admitted.into_iter().zip(results) {
+            let span = job_span(&job.job);
+            let outcome = self.complete(&job.job, &job.request, job.record, result, abort).instrument(span).await;
+            self.settle(job.delivery, outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges or requeues a delivery by what became of its job.
+    async fn settle(&self, delivery: Delivery, outcome: Result<Outcome, ConsumerError>) -> Result<(), ConsumerError> {
+        match outcome {
             Ok(Outcome::Done) => delivery.ack().await?,
             Ok(Outcome::Requeue) => delivery.requeue().await?,
             // A record this build cannot read will not become readable on a retry; the job goes
@@ -128,25 +197,30 @@ impl JobConsumer {
         Ok(())
     }
 
-    async fn process(&self, job: &Job, redelivered: bool, abort: &Arc<AtomicBool>) -> Result<Outcome, ConsumerError> {
+    /// Decides from the stored state whether the job runs, and if so marks it running and returns
+    /// its request and record. `None`: nothing to run (duplicate, cancelled, expired, unknown
+    /// request), and what that means is already written; the delivery can be acknowledged.
+    async fn admit(&self, job: &Job, redelivered: bool) -> Result<Option<(RequestRecord, JobRecord)>, ConsumerError> {
         let Some(request) = self.state.request(&job.request_id).await? else {
             let reason =
                 format!("request {} is unknown to the state store (expired or never accepted)", job.request_id);
             self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
-            return Ok(Outcome::Done);
+            return Ok(None);
         };
         let previous = self.state.job(&job.id).await?;
         if let Some(previous) = previous.as_ref().filter(|r| r.status.is_final()) {
             tracing::info!(status = ?previous.status, "already final; skipping the duplicate delivery");
-            return Ok(Outcome::Done);
+            return Ok(None);
         }
         let mut record = previous.unwrap_or_else(|| queued_record(job));
         if self.state.is_cancelled(&job.request_id).await? {
-            return self.finish(&request, record, JobStatus::Cancelled).await;
+            self.finish(&request, record, JobStatus::Cancelled).await?;
+            return Ok(None);
         }
         if job.deadline_ms.is_some_and(|deadline| now_ms() > deadline) {
             record.error = Some("the request's deadline passed before a worker could start it".into());
-            return self.finish(&request, record, JobStatus::Failed).await;
+            self.finish(&request, record, JobStatus::Failed).await?;
+            return Ok(None);
         }
         if redelivered {
             tracing::warn!("redelivered: the previous worker stopped before acknowledging");
@@ -158,8 +232,20 @@ impl JobConsumer {
         record.updated_ms = now_ms();
         self.state.put_job(&record).await?;
         self.state.append_event(&event(&record, EventKind::Started { attempt: record.attempts })).await?;
+        Ok(Some((request, record)))
+    }
 
-        let result = match self.render(job, &mut record, abort).await? {
+    /// Stores the image of a job that ran and writes its final state, or retries, dead-letters or
+    /// requeues it by how it failed.
+    async fn complete(
+        &self,
+        job: &Job,
+        request: &RequestRecord,
+        mut record: JobRecord,
+        rendered: Result<RenderedImage, JobError>,
+        abort: &Arc<AtomicBool>,
+    ) -> Result<Outcome, ConsumerError> {
+        let result = match rendered {
             Ok(image) => self.upload(job, &image).await.map(|images| (image, images)),
             Err(e) => Err(e),
         };
@@ -170,7 +256,8 @@ impl JobConsumer {
                 record.images = images;
                 record.timings_ms = image.timings_ms;
                 record.entities = image.entities;
-                self.finish(&request, record, JobStatus::Succeeded).await
+                record.batch_size = Some(image.batch_size as u32);
+                self.finish(request, record, JobStatus::Succeeded).await
             }
             Err(JobError::Stopped) if abort.load(Ordering::Relaxed) => {
                 record.status = JobStatus::Queued;
@@ -181,57 +268,79 @@ impl JobConsumer {
                 self.state.append_event(&event(&record, EventKind::Failed { reason, retryable: true })).await?;
                 Ok(Outcome::Requeue)
             }
-            Err(JobError::Stopped) => self.finish(&request, record, JobStatus::Cancelled).await,
+            Err(JobError::Stopped) => self.finish(request, record, JobStatus::Cancelled).await,
             Err(JobError::Permanent(reason)) => {
                 self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
                 record.error = Some(reason);
-                self.finish(&request, record, JobStatus::Failed).await
+                self.finish(request, record, JobStatus::Failed).await
             }
-            Err(JobError::Retryable(reason)) => self.retry_or_give_up(&request, job, record, reason).await,
+            Err(JobError::Retryable(reason)) => self.retry_or_give_up(request, job, record, reason).await,
         }
     }
 
-    /// Runs the engine on a blocking thread while this task reports progress and watches the
-    /// request's cancel flag.
+    /// Runs the engine on a blocking thread for a group of jobs while this task reports each
+    /// job's progress and watches each request's cancel flag.
     async fn render(
         &self,
-        job: &Job,
-        record: &mut JobRecord,
+        admitted: &mut [Admitted],
         abort: &Arc<AtomicBool>,
-    ) -> Result<Result<RenderedImage, JobError>, ConsumerError> {
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let (progress_tx, progress_rx) = tokio::sync::watch::channel(None::<Progress>);
+    ) -> Result<Vec<Result<RenderedImage, JobError>>, ConsumerError> {
+        let count = admitted.len();
+        let cancelled: Arc<Vec<AtomicBool>> = Arc::new((0..count).map(|_| AtomicBool::new(false)).collect());
+        let (progress_tx, progress_rx) = tokio::sync::watch::channel(vec![None::<Progress>; count]);
         let engines = Arc::clone(&self.engines);
-        let (job_owned, stop_flags) = (job.clone(), (Arc::clone(&cancelled), Arc::clone(abort)));
+        let jobs: Vec<Job> = admitted.iter().map(|a| a.job.clone()).collect();
+        let (cancelled_flags, abort_flag) = (Arc::clone(&cancelled), Arc::clone(abort));
         let mut engine = tokio::task::spawn_blocking(move || {
             let mut engines = engines.lock().unwrap_or_else(PoisonError::into_inner);
-            engines.run(&job_owned, &mut |progress| {
-                progress_tx.send_replace(Some(progress));
-                if stop_flags.0.load(Ordering::Relaxed) || stop_flags.1.load(Ordering::Relaxed) {
+            engines.run_batch(&jobs, &mut |index, progress| {
+                progress_tx.send_modify(|all| all[index] = Some(progress));
+                if cancelled_flags[index].load(Ordering::Relaxed) || abort_flag.load(Ordering::Relaxed) {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             })
         });
+        if count > 1 {
+            tracing::info!(jobs = count, "denoising together");
+        }
         let mut ticker = tokio::time::interval(self.options.progress_interval);
         loop {
             tokio::select! {
                 result = &mut engine => {
-                    return Ok(result.unwrap_or_else(|e| Err(JobError::Retryable(format!("the engine thread panicked: {e}")))));
+                    return Ok(result.unwrap_or_else(|e| {
+                        let reason = format!("the engine thread panicked: {e}");
+                        (0..count).map(|_| Err(JobError::Retryable(reason.clone()))).collect()
+                    }));
                 }
                 _ = ticker.tick() => {
-                    if self.state.is_cancelled(&job.request_id).await? {
-                        cancelled.store(true, Ordering::Relaxed);
+                    let mut checked: Vec<(&str, bool)> = Vec::new();
+                    for (index, job) in admitted.iter().enumerate() {
+                        let request_id = job.job.request_id.as_str();
+                        let is_cancelled = match checked.iter().find(|(id, _)| *id == request_id) {
+                            Some(&(_, flag)) => flag,
+                            None => {
+                                let flag = self.state.is_cancelled(request_id).await?;
+                                checked.push((request_id, flag));
+                                flag
+                            }
+                        };
+                        if is_cancelled {
+                            cancelled[index].store(true, Ordering::Relaxed);
+                        }
                     }
-                    let latest = *progress_rx.borrow();
-                    if let Some(progress) = latest.filter(|p| p.step as u32 != record.step) {
-                        record.step = progress.step as u32;
-                        record.total_steps = progress.total as u32;
-                        record.updated_ms = now_ms();
-                        self.state.put_job(record).await?;
-                        let step = EventKind::Step { step: record.step, total: record.total_steps };
-                        self.state.append_event(&event(record, step)).await?;
+                    let latest = progress_rx.borrow().clone();
+                    for (job, progress) in admitted.iter_mut().zip(latest) {
+                        let record = &mut job.record;
+                        if let Some(progress) = progress.filter(|p| p.step as u32 != record.step) {
+                            record.step = progress.step as u32;
+                            record.total_steps = progress.total as u32;
+                            record.updated_ms = now_ms();
+                            self.state.put_job(record).await?;
+                            let step = EventKind::Step { step: record.step, total: record.total_steps };
+                            self.state.append_event(&event(record, step)).await?;
+                        }
                     }
                 }
             }
@@ -367,7 +476,12 @@ pub fn queued_record(job: &Job) -> JobRecord {
         images: Vec::new(),
         timings_ms: Vec::new(),
         entities: Vec::new(),
+        batch_size: None,
         started_ms: None,
         updated_ms: now_ms(),
     }
+}
+
+fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt)
 }

@@ -1,5 +1,5 @@
-//! Runs one job on the engine: the synchronous half of the worker. Called on a blocking thread
-//! (never on the async runtime); the consumer loop bridges to it.
+//! Runs jobs on the engine, compatible ones batched: the synchronous half of the worker. Called on
+//! a blocking thread (never on the async runtime); the consumer loop bridges to it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
-use rapid_engine::pipeline::{GenerationRequest, Pipeline, Progress};
+use rapid_engine::pipeline::{BatchKey, Generated, GenerationRequest, Pipeline, Progress};
 use rapid_engine::runtime::Runtime;
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use rapid_proto::Job;
@@ -47,6 +47,8 @@ pub struct RenderedImage {
     pub timings_ms: Vec<(String, f64)>,
     /// Knowledge-graph entities linked in the prompts.
     pub entities: Vec<rapid_proto::EntityLink>,
+    /// How many jobs shared this one's U-Net calls.
+    pub batch_size: usize,
 }
 
 impl RenderedImage {
@@ -79,88 +81,139 @@ impl Engines {
         self.pipelines.keys().map(String::as_str)
     }
 
+    /// Runs one job; the same as a batch of one.
     pub fn run(
         &mut self,
         job: &Job,
         progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<RenderedImage, JobError> {
+        self.run_batch(std::slice::from_ref(job), &mut |_, p| progress(p)).pop().expect("one result per job")
+    }
+
+    /// Runs jobs, denoising those with equal [`batch_key`]s together (one U-Net call per step for
+    /// all of them). Returns one result per job, in order; `progress(i, …)` reports job `i` and
+    /// `Break` stops that job only.
+    pub fn run_batch(
+        &mut self,
+        jobs: &[Job],
+        progress: &mut dyn FnMut(usize, Progress) -> ControlFlow<()>,
+    ) -> Vec<Result<RenderedImage, JobError>> {
+        let mut results: Vec<Option<Result<RenderedImage, JobError>>> = jobs.iter().map(|_| None).collect();
+        let mut groups: Vec<(BatchGroupKey, Vec<(usize, GenerationRequest)>)> = Vec::new();
+        for (index, job) in jobs.iter().enumerate() {
+            match self.check(job).and_then(|()| generation_request(job)) {
+                Ok(request) => {
+                    let key = (job.model.clone(), BatchKey::of(&request));
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, members)) => members.push((index, request)),
+                        None => groups.push((key, vec![(index, request)])),
+                    }
+                }
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        for ((model, _), members) in groups {
+            let pipeline = self.pipelines.get_mut(&model).expect("checked above");
+            let requests: Vec<GenerationRequest> = members.iter().map(|(_, r)| r.clone()).collect();
+            let generated = pipeline.generate_batch(&requests, &mut |slot, p| progress(members[slot].0, p));
+            for ((index, _), generated) in members.iter().zip(generated) {
+                results[*index] = Some(generated.map_err(JobError::from).and_then(|g| render(&jobs[*index], &g)));
+            }
+        }
+        results.into_iter().map(|r| r.expect("every job gets a result")).collect()
+    }
+
+    fn check(&self, job: &Job) -> Result<(), JobError> {
+        if self.pipelines.contains_key(&job.model) {
+            return Ok(());
+        }
         let mut known: Vec<&str> = self.models().collect();
         known.sort_unstable();
-        let known = known.join(", ");
-        let pipeline = self.pipelines.get_mut(&job.model).ok_or_else(|| {
-            JobError::Permanent(format!("unknown model `{}`; this worker serves: {known}", job.model))
-        })?;
-        let sampler: SamplerKind = job
-            .sampler
-            .parse()
-            .map_err(|e: rapid_engine::samplers::SamplerError| JobError::Permanent(format!("sampler: {e}")))?;
-        let format: OutputFormat = job
-            .format
-            .parse()
-            .map_err(|e: rapid_engine::marking::MarkingError| JobError::Permanent(format!("format: {e}")))?;
-        let request = GenerationRequest {
-            prompt: job.prompt.clone(),
-            negative_prompt: job.negative_prompt.clone(),
-            seed: job.seed,
-            steps: job.steps as usize,
-            guidance_scale: job.guidance_scale,
-            sampler,
-            sampler_options: SamplerOptions::default(),
-            width: Some(job.width as usize),
-            height: Some(job.height as usize),
-            init_latents: None,
-            upscale: job.upscale,
-            tiling: Default::default(),
-        };
-        let generated = pipeline.generate(&request, progress)?;
-        let provenance = Provenance {
-            model: job.model.clone(),
-            seed: job.seed,
-            steps: job.steps,
-            sampler: job.sampler.clone(),
-            prompt: job.prompt.clone(),
-            negative_prompt: job.negative_prompt.clone(),
-            extra: [
-                ("guidance_scale".to_owned(), job.guidance_scale.to_string()),
-                ("job_id".to_owned(), job.id.clone()),
-            ]
+        Err(JobError::Permanent(format!("unknown model `{}`; this worker serves: {}", job.model, known.join(", "))))
+    }
+}
+
+/// Model and engine batch key: jobs equal in both can share U-Net calls.
+type BatchGroupKey = (String, BatchKey);
+
+/// The key under which [`Engines::run_batch`] groups a job, or `None` for a job whose parameters
+/// do not parse (it runs alone and fails with the reason).
+pub fn batch_key(job: &Job) -> Option<BatchGroupKey> {
+    generation_request(job).ok().map(|request| (job.model.clone(), BatchKey::of(&request)))
+}
+
+fn generation_request(job: &Job) -> Result<GenerationRequest, JobError> {
+    let sampler: SamplerKind = job
+        .sampler
+        .parse()
+        .map_err(|e: rapid_engine::samplers::SamplerError| JobError::Permanent(format!("sampler: {e}")))?;
+    Ok(GenerationRequest {
+        prompt: job.prompt.clone(),
+        negative_prompt: job.negative_prompt.clone(),
+        seed: job.seed,
+        steps: job.steps as usize,
+        guidance_scale: job.guidance_scale,
+        sampler,
+        sampler_options: SamplerOptions::default(),
+        width: Some(job.width as usize),
+        height: Some(job.height as usize),
+        init_latents: None,
+        upscale: job.upscale,
+        tiling: Default::default(),
+    })
+}
+
+/// Marks and encodes one generated image as the job asks.
+fn render(job: &Job, generated: &Generated) -> Result<RenderedImage, JobError> {
+    let format: OutputFormat = job
+        .format
+        .parse()
+        .map_err(|e: rapid_engine::marking::MarkingError| JobError::Permanent(format!("format: {e}")))?;
+    let provenance = Provenance {
+        model: job.model.clone(),
+        seed: job.seed,
+        steps: job.steps,
+        sampler: job.sampler.clone(),
+        prompt: job.prompt.clone(),
+        negative_prompt: job.negative_prompt.clone(),
+        extra: [("guidance_scale".to_owned(), job.guidance_scale.to_string()), ("job_id".to_owned(), job.id.clone())]
             .into_iter()
             .chain(generated.entities_field())
             .collect(),
-        };
-        // The fleet always draws the visible label (DESIGN.md, "Marking").
-        let encoded = mark_and_encode(&generated.image, format, &MarkOptions::default(), &provenance)?;
-        let t = &generated.timings;
-        let timings_ms = [
-            ("tokenize", t.tokenize),
-            ("text_encoder", t.text_encoder),
-            ("unet_total", t.unet_total),
-            ("unet_per_step", t.unet_per_step),
-            ("vae", t.vae),
-            ("upscale", t.upscale),
-            ("mark", encoded.mark_ms),
-            ("encode", encoded.encode_ms),
-        ]
-        .into_iter()
-        .map(|(name, ms)| (name.to_owned(), ms))
-        .collect();
-        let entities = generated
-            .entities
-            .iter()
-            .map(|(role, e)| rapid_proto::EntityLink {
-                role: role.name().to_owned(),
-                entity: e.entity.clone(),
-                text: e.text.clone(),
-            })
-            .collect();
-        Ok(RenderedImage {
-            entities,
-            bytes: encoded.bytes,
-            width: encoded.width,
-            height: encoded.height,
-            format,
-            model: job.model.clone(),
-            timings_ms,
+    };
+    // The fleet always draws the visible label (DESIGN.md, "Marking").
+    let encoded = mark_and_encode(&generated.image, format, &MarkOptions::default(), &provenance)?;
+    let t = &generated.timings;
+    let timings_ms = [
+        ("tokenize", t.tokenize),
+        ("text_encoder", t.text_encoder),
+        ("unet_total", t.unet_total),
+        ("unet_per_step", t.unet_per_step),
+        ("vae", t.vae),
+        ("upscale", t.upscale),
+        ("mark", encoded.mark_ms),
+        ("encode", encoded.encode_ms),
+    ]
+    .into_iter()
+    .map(|(name, ms)| (name.to_owned(), ms))
+    .collect();
+    let entities = generated
+        .entities
+        .iter()
+        .map(|(role, e)| rapid_proto::EntityLink {
+            role: role.name().to_owned(),
+            entity: e.entity.clone(),
+            text: e.text.clone(),
         })
-    }
+        .collect();
+    Ok(RenderedImage {
+        entities,
+        bytes: encoded.bytes,
+        width: encoded.width,
+        height: encoded.height,
+        format,
+        model: job.model.clone(),
+        timings_ms,
+        batch_size: generated.batch_size,
+    })
 }

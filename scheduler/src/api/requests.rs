@@ -62,6 +62,9 @@ pub struct JobView {
     /// Knowledge-graph entities linked in the prompts (`role`, `entity`, `text`).
     #[schema(value_type = Vec<Object>)]
     pub entities: Vec<rapid_proto::EntityLink>,
+    /// How many jobs shared this job's U-Net calls when it succeeded (cross-request batching,
+    /// worker setting `max_batch`); 1 = it ran alone.
+    pub batch_size: Option<u32>,
     pub images: Vec<ImageView>,
 }
 
@@ -174,6 +177,7 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
             error: record.error,
             started_ms: record.started_ms,
             entities: record.entities,
+            batch_size: record.batch_size,
             images,
         });
     }

@@ -58,6 +58,8 @@ pub struct FleetOptions {
     pub callback_backoff_ms: u64,
     /// A model the scheduler accepts but no worker serves (to provoke a permanent failure).
     pub phantom_model: bool,
+    /// The workers' `max_batch` (cross-request batching; 1 = off).
+    pub max_batch: usize,
 }
 
 impl Default for FleetOptions {
@@ -69,6 +71,7 @@ impl Default for FleetOptions {
             finished_ttl_secs: 600,
             callback_backoff_ms: 200,
             phantom_model: false,
+            max_batch: 1,
         }
     }
 }
@@ -140,6 +143,7 @@ retry_backoff_ms = {backoff}
 shutdown_grace_secs = {grace}
 progress_interval_ms = 50
 threads = 1
+max_batch = {max_batch}
 [worker.models]
 tiny-sd-clip-kg = "{model}"
 [[tenants]]
@@ -154,6 +158,7 @@ api_key_sha256 = "{globex}"
             attempts = options.max_attempts,
             backoff = options.retry_backoff_ms,
             grace = options.shutdown_grace_secs,
+            max_batch = options.max_batch,
             model = model.display(),
             acme = hash(ACME),
             globex = hash(GLOBEX),

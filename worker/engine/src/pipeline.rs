@@ -2,8 +2,10 @@
 //! numbered script over small parts (check inputs → encode prompt → timesteps → latents →
 //! denoising loop → decode → upscale). Marking and encoding come after, in `output`.
 //!
-//! Buffers the loop needs (the U-Net input with both guidance halves, the guided prediction) are
-//! allocated once per image, not per step; the latents are updated in place by the sampler.
+//! Compatible requests (same [`BatchKey`]) are denoised together: one U-Net call per step carries
+//! every image's rows, while each image keeps its own prompt, seed, sampler state and guidance
+//! weight. Buffers the loop needs (the stacked U-Net input, the guided prediction) are allocated
+//! once per batch, not per step; the latents are updated in place by the sampler.
 
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
@@ -25,7 +27,7 @@ use crate::parts::unet::Unet;
 use crate::parts::upscaler::{Tiling, Upscaler};
 use crate::parts::vae::VaeDecoder;
 use crate::runtime::Runtime;
-use crate::samplers::{self, SamplerKind, SamplerOptions, SchedulerConfig, MAX_STEPS};
+use crate::samplers::{self, Sampler, SamplerKind, SamplerOptions, SchedulerConfig, MAX_STEPS};
 use crate::tokenizer::{PromptTokenizer, Truncation};
 
 /// The largest image side before upscaling; larger sizes would exhaust memory long before finishing.
@@ -133,6 +135,8 @@ pub struct Generated {
     pub entities: Vec<(PromptRole, LinkedEntity)>,
     pub upscaled: bool,
     pub timings: StageTimings,
+    /// How many images shared this one's U-Net calls when they started (1 = not batched).
+    pub batch_size: usize,
 }
 
 /// The text encoder's output for one (prompt, negative prompt, guided) triple, and what
@@ -141,6 +145,53 @@ struct EncodedPrompts {
     hidden: Array3<f32>,
     truncations: Vec<(PromptRole, Truncation)>,
     entities: Vec<(PromptRole, LinkedEntity)>,
+}
+
+/// What requests must share to be denoised in one batch: the timestep sequence (steps, sampler
+/// and its options) and the tensor shapes (size, guidance on or off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchKey {
+    width: Option<usize>,
+    height: Option<usize>,
+    latents: Option<Vec<usize>>,
+    steps: usize,
+    sampler: SamplerKind,
+    sampler_options: SamplerOptions,
+    guided: bool,
+}
+
+impl BatchKey {
+    pub fn of(request: &GenerationRequest) -> Self {
+        Self {
+            width: request.width,
+            height: request.height,
+            latents: request.init_latents.as_ref().map(|l| l.shape().to_vec()),
+            steps: request.steps,
+            sampler: request.sampler,
+            sampler_options: request.sampler_options.clone(),
+            guided: request.guidance_scale > 1.0,
+        }
+    }
+}
+
+/// One image of a batch while it is being denoised.
+struct Member {
+    /// Its position in the caller's request list.
+    index: usize,
+    sampler: Box<dyn Sampler>,
+    latents: Array4<f32>,
+    rng: ChaCha8Rng,
+    encoded: Arc<EncodedPrompts>,
+    weight: f32,
+    timings: StageTimings,
+    started: Instant,
+    batch_size: usize,
+}
+
+/// The members' prompt encodings stacked in batch order: rows (uncond, text) per member.
+fn stack_prompts(members: &[Member]) -> Array3<f32> {
+    let views: Vec<_> = members.iter().map(|m| m.encoded.hidden.view()).collect();
+    ndarray::concatenate(Axis(0), &views).expect("every prompt encoding has the encoder's [rows, L, H] shape")
 }
 
 /// Prompt encodings kept for reuse; a few dozen cover the prompts of the requests in flight.
@@ -213,34 +264,82 @@ impl Pipeline {
         (w * self.vae.spatial_factor(), h * self.vae.spatial_factor())
     }
 
+    /// Generates one image; the same as a batch of one.
     pub fn generate(
         &mut self,
         request: &GenerationRequest,
         progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Generated> {
+        let mut results = self.generate_batch(std::slice::from_ref(request), &mut |_, p| progress(p));
+        results.pop().expect("one result per request")
+    }
+
+    /// Generates several images that share a [`BatchKey`] with one U-Net call per step for all of
+    /// them; each keeps its own prompt, seed and guidance weight, so every image equals what
+    /// [`Pipeline::generate`] makes of it alone (up to float summation order in the batched GEMMs).
+    ///
+    /// Returns one result per request, in order: a request with bad input, or one whose key differs
+    /// from the first request's, fails alone. `progress(i, …)` is asked after every U-Net call for
+    /// each request `i` still running; `Break` cancels that request only.
+    pub fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        progress: &mut dyn FnMut(usize, Progress) -> ControlFlow<()>,
+    ) -> Vec<Result<Generated>> {
+        let mut results: Vec<Option<Result<Generated>>> = requests.iter().map(|_| None).collect();
+        let Some(key) = requests.first().map(BatchKey::of) else {
+            return Vec::new();
+        };
+        let mut members = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            match self.start(index, request, &key) {
+                Ok(member) => members.push(member),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        // A graph exported with a fixed batch takes one image (both guidance halves) per call.
+        let per_call = if self.unet.fixed_batch().is_some() { 1 } else { members.len().max(1) };
+        let mut chunks = Vec::new();
+        while !members.is_empty() {
+            let rest = members.split_off(per_call.min(members.len()));
+            chunks.push(std::mem::replace(&mut members, rest));
+        }
+        for chunk in chunks {
+            for (index, result) in self.denoise(chunk, key.guided, progress) {
+                let generated = result.and_then(|member| self.finish(member, &requests[index]));
+                results[index] = Some(generated);
+            }
+        }
+        results.into_iter().map(|r| r.expect("every request gets a result")).collect()
+    }
+
+    /// Steps 1–4 for one request: check it, encode its prompts (cached: a design request renders
+    /// each prompt several times, and most jobs share the empty negative prompt), draw its noise.
+    fn start(&mut self, index: usize, request: &GenerationRequest, key: &BatchKey) -> Result<Member> {
         let started = Instant::now();
         let mut timings = StageTimings::default();
-
-        // 1. Check inputs before any work, naming the bad field.
         let (latent_h, latent_w) = self.check_inputs(request)?;
-        let mut sampler =
+        if BatchKey::of(request) != *key {
+            return Err(EngineError::invalid(
+                "batch",
+                format!(
+                    "request {index} cannot share U-Net calls with request 0 (size, steps, sampler and guidance \
+                     on/off must match: {:?} vs {key:?}); generate it in its own batch",
+                    BatchKey::of(request)
+                ),
+            ));
+        }
+        let sampler =
             samplers::build(request.sampler, &self.scheduler_config, request.steps, &request.sampler_options)?;
-        let guided = request.guidance_scale > 1.0;
-
-        // 2. Encode the prompt and the negative prompt (cached: a design request renders each prompt
-        //    several times, and most jobs share the empty negative prompt).
-        let key = (request.prompt.clone(), request.negative_prompt.clone(), guided);
-        let encoded = match self.prompt_cache.get(&key) {
+        let cache_key = (request.prompt.clone(), request.negative_prompt.clone(), key.guided);
+        let encoded = match self.prompt_cache.get(&cache_key) {
             Some(encoded) => Arc::clone(encoded),
             None => {
-                let encoded = Arc::new(self.encode_prompts(request, guided, &mut timings)?);
-                self.prompt_cache.put(key, Arc::clone(&encoded));
+                let encoded = Arc::new(self.encode_prompts(request, key.guided, &mut timings)?);
+                self.prompt_cache.put(cache_key, Arc::clone(&encoded));
                 encoded
             }
         };
-        let hidden = &encoded.hidden;
-
-        // 3 + 4. Timesteps come from the sampler; latents from the request or the seed.
         let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
         let channels = self.unet_config.in_channels;
         let mut latents = match &request.init_latents {
@@ -249,48 +348,116 @@ impl Pipeline {
         };
         let sigma = sampler.init_noise_sigma();
         latents.mapv_inplace(|v| v * sigma);
+        Ok(Member {
+            index,
+            sampler,
+            latents,
+            rng,
+            encoded,
+            weight: request.guidance_scale,
+            timings,
+            started,
+            batch_size: 1,
+        })
+    }
 
-        // 5. Denoising loop: one U-Net call per timestep, both guidance halves in one batch.
-        let batch = if guided { 2 } else { 1 };
-        let mut model_input = Array4::<f32>::zeros((batch, channels, latent_h, latent_w));
+    /// Step 5, the denoising loop, for requests that share their timesteps: one U-Net call per
+    /// timestep with every member's rows (uncond, text) stacked in one batch. Returns each
+    /// member's outcome by request index.
+    fn denoise(
+        &mut self,
+        mut members: Vec<Member>,
+        guided: bool,
+        progress: &mut dyn FnMut(usize, Progress) -> ControlFlow<()>,
+    ) -> Vec<(usize, Result<Member>)> {
+        let mut ended = Vec::new();
+        let Some(first) = members.first() else {
+            return ended;
+        };
+        let rows = if guided { 2 } else { 1 };
+        let timesteps = first.sampler.timesteps().to_vec();
+        let (_, channels, latent_h, latent_w) = first.latents.dim();
+        let batch_size = members.len();
+        members.iter_mut().for_each(|m| m.batch_size = batch_size);
+        let mut hidden = stack_prompts(&members);
+        let mut model_input = Array4::<f32>::zeros((rows * members.len(), channels, latent_h, latent_w));
         let mut prediction = Array4::<f32>::zeros((1, channels, latent_h, latent_w));
-        let timesteps = sampler.timesteps().to_vec();
         let unet_started = Instant::now();
         for (call, &timestep) in timesteps.iter().enumerate() {
-            let scale = sampler.model_input_scale(call);
-            for mut half in model_input.axis_iter_mut(Axis(0)) {
-                Zip::from(&mut half).and(&latents.index_axis(Axis(0), 0)).for_each(|dst, &src| *dst = src * scale);
-            }
-            let weight = request.guidance_scale;
-            self.unet.predict(model_input.view(), timestep, hidden.view(), &mut |out| {
-                if guided {
-                    // diffusers: uncond + w * (text - uncond)
-                    Zip::from(prediction.index_axis_mut(Axis(0), 0))
-                        .and(out.index_axis(Axis(0), 0))
-                        .and(out.index_axis(Axis(0), 1))
-                        .for_each(|p, &uncond, &text| *p = uncond + weight * (text - uncond));
-                } else {
-                    prediction.assign(&out);
+            for (slot, member) in members.iter().enumerate() {
+                let scale = member.sampler.model_input_scale(call);
+                for row in 0..rows {
+                    Zip::from(model_input.index_axis_mut(Axis(0), slot * rows + row))
+                        .and(&member.latents.index_axis(Axis(0), 0))
+                        .for_each(|dst, &src| *dst = src * scale);
                 }
-            })?;
-            sampler.step(prediction.view(), call, latents.view_mut(), &mut |buffer: &mut [f32]| {
-                buffer.iter_mut().for_each(|v| *v = StandardNormal.sample(&mut rng));
+            }
+            let predicted = self.unet.predict(model_input.view(), timestep, hidden.view(), &mut |out| {
+                for (slot, member) in members.iter_mut().enumerate() {
+                    if guided {
+                        // diffusers: uncond + w * (text - uncond)
+                        let weight = member.weight;
+                        Zip::from(prediction.index_axis_mut(Axis(0), 0))
+                            .and(out.index_axis(Axis(0), slot * rows))
+                            .and(out.index_axis(Axis(0), slot * rows + 1))
+                            .for_each(|p, &uncond, &text| *p = uncond + weight * (text - uncond));
+                    } else {
+                        prediction.index_axis_mut(Axis(0), 0).assign(&out.index_axis(Axis(0), slot));
+                    }
+                    let rng = &mut member.rng;
+                    member.sampler.step(
+                        prediction.view(),
+                        call,
+                        member.latents.view_mut(),
+                        &mut |buffer: &mut [f32]| {
+                            buffer.iter_mut().for_each(|v| *v = StandardNormal.sample(rng));
+                        },
+                    );
+                }
             });
-            if progress(Progress { step: call + 1, total: timesteps.len() }).is_break() {
-                return Err(EngineError::Cancelled);
+            if let Err(e) = predicted {
+                // One failed call fails every image in it; each gets the same message.
+                let message = e.to_string();
+                ended.extend(members.drain(..).map(|m| (m.index, Err(EngineError::inference("U-Net", &message)))));
+                return ended;
+            }
+            let before = members.len();
+            let report = Progress { step: call + 1, total: timesteps.len() };
+            members.retain(|member| {
+                let keep = progress(member.index, report).is_continue();
+                if !keep {
+                    ended.push((member.index, Err(EngineError::Cancelled)));
+                }
+                keep
+            });
+            if members.is_empty() {
+                return ended;
+            }
+            if members.len() != before {
+                hidden = stack_prompts(&members);
+                model_input = Array4::<f32>::zeros((rows * members.len(), channels, latent_h, latent_w));
             }
         }
-        timings.unet_total = ms(unet_started);
-        timings.unet_per_step = timings.unet_total / timesteps.len().max(1) as f64;
+        let unet_total = ms(unet_started);
+        tracing::debug!(images = members.len(), unet_ms = unet_total, "denoised");
+        ended.extend(members.into_iter().map(|mut member| {
+            member.timings.unet_total = unet_total;
+            member.timings.unet_per_step = unet_total / timesteps.len().max(1) as f64;
+            (member.index, Ok(member))
+        }));
+        ended
+    }
 
-        // 6. Decode and map [-1, 1] to [0, 1] (diffusers' `denormalize`).
+    /// Steps 6 and 7 for one denoised member: decode, then upscale ×4 in tiles.
+    fn finish(&mut self, member: Member, request: &GenerationRequest) -> Result<Generated> {
+        let Member { latents, encoded, mut timings, started, batch_size, .. } = member;
+        // Decode and map [-1, 1] to [0, 1] (diffusers' `denormalize`).
         let t = Instant::now();
         let decoded = self.vae.decode(latents)?;
         let mut image = decoded.index_axis_move(Axis(0), 0);
         image.mapv_inplace(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0));
         timings.vae = ms(t);
 
-        // 7. Upscale ×4 in tiles.
         let mut upscaled = false;
         if request.upscale {
             if let Some(upscaler) = self.upscaler.as_mut() {
@@ -303,7 +470,7 @@ impl Pipeline {
         }
         tracing::debug!(elapsed_ms = ms(started), "generated");
         let (truncations, entities) = (encoded.truncations.clone(), encoded.entities.clone());
-        Ok(Generated { image, truncations, entities, upscaled, timings })
+        Ok(Generated { image, truncations, entities, upscaled, timings, batch_size })
     }
 
     /// Tokenizes and encodes `[negative, prompt]` (the order diffusers concatenates them in, so the

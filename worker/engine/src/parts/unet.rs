@@ -29,6 +29,7 @@ pub struct Unet {
     timestep_element: TensorElementType,
     timestep_shape: TimestepShape,
     output_name: String,
+    fixed_batch: Option<usize>,
 }
 
 impl Unet {
@@ -38,6 +39,7 @@ impl Unet {
         let sample = input(&session, path, "sample")?;
         expect(path, &sample, &[TensorElementType::Float32], 4)?;
         expect_batch(path, &sample, batch)?;
+        let fixed_batch = sample.shape.first().and_then(|&d| usize::try_from(d).ok());
         let hidden = input(&session, path, "encoder_hidden_states")?;
         expect(path, &hidden, &[TensorElementType::Float32], 3)?;
         let timestep = input(&session, path, "timestep")?;
@@ -61,7 +63,13 @@ impl Unet {
         expect(path, &timestep, &elements, timestep.rank())?;
         let out = output(&session, path, "out_sample")?;
         expect(path, &out, &[TensorElementType::Float32], 4)?;
-        Ok(Self { session, timestep_element: timestep.element, timestep_shape, output_name: out.name })
+        Ok(Self { session, timestep_element: timestep.element, timestep_shape, output_name: out.name, fixed_batch })
+    }
+
+    /// The batch size the graph was exported with, or `None` when its batch axis is dynamic (then
+    /// several images can share one call).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
     }
 
     /// Runs one denoising call and passes the prediction to `consume` without copying it.

@@ -95,7 +95,7 @@ impl FromStr for SamplerKind {
 }
 
 /// Per-job choices that override the model's scheduler config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SamplerOptions {
     /// Karras et al. (2022) sigma spacing; `None` keeps the config's `use_karras_sigmas`. Only
     /// `euler` and `dpmpp-2m` have it (as in diffusers); asking another sampler for it is an error.
