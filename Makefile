@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers
 
 setup:
 	bash deploy/setup.sh
@@ -49,6 +49,19 @@ fixtures-env:
 bench: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	.venv-fixtures/bin/python deploy/bench/bench.py
+
+## Images per hour of one worker under a backlog, cross-request batching off and on
+## → deploy/bench/THROUGHPUT.md. About 10 minutes.
+bench-throughput: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	cargo build --release -p rapid-scheduler
+	python3 deploy/bench/throughput.py
+
+## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
+## About 10 minutes.
+bench-samplers: setup
+	cargo build --release -p rapid-worker
+	.venv/bin/python deploy/bench/samplers.py
 
 ## Regenerate the tiny models and diffusers references (needs torch + diffusers; see tests/fixtures/README.md),
 ## then their knowledge-enabled copies (TransE on knowledge/graphs/domain.tsv).

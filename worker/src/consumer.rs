@@ -84,7 +84,8 @@ impl JobConsumer {
     /// Consumes until `shutdown` resolves, then stops taking work, lets the jobs in hand finish
     /// within the grace period (or requeues them), and returns.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
-        let prefetch = self.options.prefetch.max(self.options.max_batch as u16);
+        // A batch is made of unacknowledged deliveries, so the broker must hand out at least that many.
+        let prefetch = self.options.prefetch.max(u16::try_from(self.options.max_batch).unwrap_or(u16::MAX));
         let mut consumer = self.queue.consume(Topic::Jobs, prefetch).await?;
         tokio::pin!(shutdown);
         loop {
