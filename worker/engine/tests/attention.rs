@@ -33,7 +33,7 @@ fn unet_with_flash_attention_matches_the_plain_graph() {
     let mut plain = Unet::load(&runtime, &unet_path("tiny-sd-clip"), 2).unwrap();
     let mut fused = Unet::load(&runtime, &unet_path("tiny-sd-clip-flash"), 2).unwrap();
     // The fixture's own 16×16 latent with CLIP's 77 tokens, and a 12×12 latent (144 and 36 query
-    // rows, off the kernel's 64-row tiles) with 10 tokens.
+    // rows, off the kernel's 128-row tiles) with 10 tokens.
     for (side, tokens) in [(16, 77), (12, 10)] {
         let sample = normal((2, 4, side, side), 1);
         let hidden = normal((2, tokens, 32), 2);
