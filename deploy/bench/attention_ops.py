@@ -1,0 +1,66 @@
+"""Run with: .venv-fixtures/bin/python deploy/bench/attention_ops.py   (after deploy/bench/attention.sh)
+
+Where the U-Net's time goes, per operator type, for the plain graph and the `--fused ort` graph of the
+Table 6 model, from ONNX Runtime's own profiler (batch 2, 32×32 latent, 32 tokens, 2 threads; the
+first of 4 calls is dropped as warm-up). "attention core" is every node of an attention block other
+than its four projections (the head-split reshapes and transposes, the scale, both batched MatMuls and
+the Softmax; in the fused graph, the MultiHeadAttention node), so the two graphs' attention compare
+directly. Python's ONNX Runtime cannot load the project's `ai.rapid` operator, so that variant is
+timed at the U-Net level only (attention.sh).
+"""
+
+import collections
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / ".cache/models"
+CALLS = 4
+
+
+def profile(model: Path, prefix: str) -> dict:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.enable_profiling = True
+    options.profile_file_prefix = prefix
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        "sample": rng.standard_normal((2, 4, 32, 32)).astype(np.float32),
+        "timestep": np.array([500, 500], dtype=np.int64),
+        "encoder_hidden_states": rng.standard_normal((2, 32, 768)).astype(np.float32),
+    }
+    for _ in range(CALLS):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
+    timed_from = runs[1]["ts"]
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < timed_from:
+            continue
+        per_op[e["args"]["op_name"]] += e["dur"]
+        name = e["name"]
+        if ("/attn1/" in name or "/attn2/" in name) and not any(p in name for p in ("to_q", "to_k", "to_v", "to_out")):
+            per_op["attention core"] += e["dur"]
+    timed = CALLS - 1
+    return {
+        "run_ms": [round(r["dur"] / 1000) for r in runs[1:]],
+        "ms_per_call": {op: round(us / 1000 / timed, 1) for op, us in per_op.most_common(8)},
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = {name: profile(MODELS / directory / "unet/model.onnx", f"{tmp}/{name}")
+                  for name, directory in [("plain", "table6"), ("ort-mha", "table6-ort")]}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
