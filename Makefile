@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention
 
 setup:
 	bash deploy/setup.sh
@@ -57,6 +57,12 @@ bench-throughput: setup fixtures-env
 	cargo build --release -p rapid-scheduler
 	python3 deploy/bench/throughput.py
 
+## One U-Net call with plain, ONNX Runtime-fused and ai.rapid::FlashAttention attention on the
+## Table 6 model → deploy/bench/attention.json (ATTENTION.md is its hand-written reading).
+bench-attention: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	bash deploy/bench/attention.sh
+
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.
 bench-samplers: setup
@@ -69,3 +75,5 @@ fixtures: fixtures-env
 	.venv-fixtures/bin/python tests/fixtures/make_models.py
 	.venv-fixtures/bin/python tests/fixtures/samplers/make_sampler_fixtures.py
 	bash tests/fixtures/make_knowledge_models.sh
+	.venv-fixtures/bin/python deploy/export/fuse_attention.py --model tests/fixtures/models/tiny-sd-clip \
+		--out tests/fixtures/models/tiny-sd-clip-flash --fused rapid

@@ -54,12 +54,14 @@ def timed(fn, repeats=1):
     return statistics.median(times) * 1e3, result
 
 
-def gemm_rate(n=4096):
+def gemm_rate(n=4096, repeats=7):
+    """The best of several 4096³ products: other work on a shared machine can only slow a product
+    down, and a floor wants what the hardware reaches, not what a busy moment allowed."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     a @ b  # warm-up
-    ms, _ = timed(lambda: a @ b, repeats=5)
-    return 2 * n**3 / (ms / 1e3) / 1e9
+    best_ms = min(timed(lambda: a @ b)[0] for _ in range(repeats))
+    return 2 * n**3 / (best_ms / 1e3) / 1e9
 
 
 def mark_and_encode(image_u8):
@@ -176,7 +178,9 @@ def versions():
 
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
+    flags = open("/proc/cpuinfo").read()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "numpy": np.__version__, "rustc": rustc}
 
@@ -202,10 +206,16 @@ def main():
     parser.add_argument("--peer-calls", type=int, default=3, help="U-Net calls timed per peer (median)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    parser.add_argument("--gemm-only", action="store_true",
+                        help="re-measure the GEMM rate on a quiet machine, keep the stage timings, rewrite RESULTS.md")
     args = parser.parse_args()
     out = ROOT / "deploy/bench"
-    if args.report_only:
+    if args.report_only or args.gemm_only:
         saved = json.loads((out / "results.json").read_text())
+        if args.gemm_only:
+            saved["gemm_gflops"] = max(saved["gemm_gflops"], gemm_rate())
+            print(f"GEMM: {saved['gemm_gflops']:.0f} GFLOP/s", flush=True)
+            (out / "results.json").write_text(json.dumps(saved, indent=2))
         worker_runs = saved["results"]["worker"]["runs"]
         saved["results"]["worker"]["total"] = statistics.median(sum(r[k] for k in PIPELINE_KEYS) for r in worker_runs)
         saved["results"]["worker"]["command_total"] = statistics.median(r["total"] for r in worker_runs)
@@ -222,6 +232,7 @@ def main():
     results["torch_eager"], flops = eager_peer(args.peer_calls, args.steps)
     print(f"PyTorch eager: {json.dumps({k: round(v) for k, v in results['torch_eager'].items()})}", flush=True)
     results["worker"] = worker(args.repeats, args.steps)
+    rate = max(rate, gemm_rate())  # measured again at the end: a busy moment at the start only lowers it
     saved = {"machine": versions(), "gemm_gflops": rate, "flops": flops, "steps": args.steps,
              "minutes": (time.time() - started) / 60, "results": results}
     (out / "results.json").write_text(json.dumps(saved, indent=2))
@@ -238,7 +249,7 @@ Model: the paper's Table 6 architecture with **random weights** (`deploy/export/
 timings are real, images are noise. {steps} PNDM steps ({steps + 1} U-Net calls, batch 2 with
 guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, CPU execution provider.
 
-Machine: {info['cpu']}, {info['cores']} cores. Versions: {json.dumps({k: v for k, v in info.items() if k not in ('cpu', 'cores')})}.
+Machine: {info['cpu']} ({info.get('isa', '?')}), {info['cores']} cores. Versions: {json.dumps({k: v for k, v in info.items() if k not in ('cpu', 'cores', 'isa')})}.
 fp32 GEMM rate (numpy/OpenBLAS, 4096³): **{rate:.0f} GFLOP/s**. Run took {minutes:.1f} min.
 
 {table(results, flops, rate, steps)}
