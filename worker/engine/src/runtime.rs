@@ -124,6 +124,12 @@ impl Runtime {
                 reason: provider_hint(&e.into()),
             })?;
         }
+        // ONNX Runtime adds a session's custom-op domain to a process-wide schema map with a
+        // check-then-insert that is not thread-safe: two sessions committed at once on different
+        // threads can fail with "the domain is already exist". Sessions are built only at load
+        // time, so committing them one at a time costs start-up parallelism and nothing per image.
+        static COMMIT: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         builder.commit_from_file(path).map_err(|e| {
             EngineError::bad_file(path, format!("not a loadable ONNX model ({e}); re-export it or restore the file"))
         })
