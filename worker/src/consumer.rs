@@ -15,7 +15,7 @@ use sha2::Digest;
 use tracing::Instrument;
 
 use crate::queue::{priority_level, Delivery, Queue, QueueError, Topic};
-use crate::runner::{batch_key, Engines, JobError, RenderedImage};
+use crate::runner::{batch_key, group_by_key, Engines, JobError, RenderedImage};
 use crate::state::{now_ms, StateError, StateStore};
 use crate::storage::{image_key, Object, ObjectStore};
 
@@ -129,7 +129,7 @@ impl JobConsumer {
 
     /// Decodes the deliveries, groups the jobs that can share U-Net calls, and runs each group.
     async fn handle(&self, deliveries: Vec<Delivery>, abort: Arc<AtomicBool>) -> Result<(), ConsumerError> {
-        let mut groups: Vec<(Option<_>, Vec<(Delivery, Job)>)> = Vec::new();
+        let mut jobs = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let job: Job = match rapid_proto::decode(delivery.body()) {
                 Ok(job) => job,
@@ -139,14 +139,10 @@ impl JobConsumer {
                     continue;
                 }
             };
-            // A job whose parameters do not parse gets a group of its own and fails there.
-            let key = batch_key(&job);
-            match groups.iter_mut().find(|(k, _)| k.is_some() && *k == key) {
-                Some((_, group)) => group.push((delivery, job)),
-                None => groups.push((key, vec![(delivery, job)])),
-            }
+            jobs.push((delivery, job));
         }
-        for (_, group) in groups {
+        // A job whose parameters do not parse gets a group of its own and fails there.
+        for group in group_by_key(jobs, |(_, job)| batch_key(job)) {
             if abort.load(Ordering::Relaxed) {
                 // Shutdown ran out of grace before this group started: hand it back untouched.
                 for (delivery, _) in group {

@@ -99,25 +99,20 @@ impl Engines {
         progress: &mut dyn FnMut(usize, Progress) -> ControlFlow<()>,
     ) -> Vec<Result<RenderedImage, JobError>> {
         let mut results: Vec<Option<Result<RenderedImage, JobError>>> = jobs.iter().map(|_| None).collect();
-        let mut groups: Vec<(BatchGroupKey, Vec<(usize, GenerationRequest)>)> = Vec::new();
+        let mut runnable = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
             match self.check(job).and_then(|()| generation_request(job)) {
-                Ok(request) => {
-                    let key = (job.model.clone(), BatchKey::of(&request));
-                    match groups.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, members)) => members.push((index, request)),
-                        None => groups.push((key, vec![(index, request)])),
-                    }
-                }
+                Ok(request) => runnable.push((index, request)),
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        for ((model, _), members) in groups {
-            let pipeline = self.pipelines.get_mut(&model).expect("checked above");
-            let requests: Vec<GenerationRequest> = members.iter().map(|(_, r)| r.clone()).collect();
-            let generated = pipeline.generate_batch(&requests, &mut |slot, p| progress(members[slot].0, p));
-            for ((index, _), generated) in members.iter().zip(generated) {
-                results[*index] = Some(generated.map_err(JobError::from).and_then(|g| render(&jobs[*index], &g)));
+        let groups = group_by_key(runnable, |(index, request)| Some((&jobs[*index].model, BatchKey::of(request))));
+        for group in groups {
+            let (indices, requests): (Vec<usize>, Vec<GenerationRequest>) = group.into_iter().unzip();
+            let pipeline = self.pipelines.get_mut(&jobs[indices[0]].model).expect("checked above");
+            let generated = pipeline.generate_batch(&requests, &mut |slot, p| progress(indices[slot], p));
+            for (index, generated) in indices.into_iter().zip(generated) {
+                results[index] = Some(generated.map_err(JobError::from).and_then(|g| render(&jobs[index], &g)));
             }
         }
         results.into_iter().map(|r| r.expect("every job gets a result")).collect()
@@ -135,6 +130,20 @@ impl Engines {
 
 /// Model and engine batch key: jobs equal in both can share U-Net calls.
 type BatchGroupKey = (String, BatchKey);
+
+/// Groups items with equal keys, groups and members in first-seen order; an item without a key
+/// is a group of its own. Linear search over `PartialEq` keys: a batch holds a handful of jobs.
+pub fn group_by_key<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> Option<K>) -> Vec<Vec<T>> {
+    let mut groups: Vec<(Option<K>, Vec<T>)> = Vec::new();
+    for item in items {
+        let item_key = key(&item);
+        match groups.iter_mut().find(|(k, _)| k.is_some() && *k == item_key) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((item_key, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
 
 /// The key under which [`Engines::run_batch`] groups a job, or `None` for a job whose parameters
 /// do not parse (it runs alone and fails with the reason).
