@@ -36,6 +36,11 @@ pub struct Job {
     pub guidance_scale: f32,
     /// A sampler name as the CLI takes it (`pndm`, `ddim`, `euler`, `euler-a`, `dpmpp-2m`).
     pub sampler: String,
+    /// Karras sigma spacing for `euler` and `dpmpp-2m`; absent = the model's scheduler config.
+    /// Left out of the JSON when absent, so a job that does not ask for it reads exactly as jobs
+    /// did before the field existed (older workers keep taking them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub karras_sigmas: Option<bool>,
     pub upscale: bool,
     /// `png`, `jpeg` or `webp`.
     pub format: String,
@@ -235,6 +240,7 @@ mod tests {
             steps: 50,
             guidance_scale: 7.5,
             sampler: "pndm".into(),
+            karras_sigmas: None,
             upscale: true,
             format: "png".into(),
             priority: Priority::Interactive,
@@ -246,6 +252,17 @@ mod tests {
     #[test]
     fn job_round_trips() {
         assert_eq!(decode::<Job>(&encode(&job())).unwrap(), job());
+        let karras = Job { sampler: "dpmpp-2m".into(), karras_sigmas: Some(true), ..job() };
+        assert_eq!(decode::<Job>(&encode(&karras)).unwrap(), karras);
+    }
+
+    #[test]
+    fn a_job_without_sampler_options_has_the_wire_form_older_workers_read() {
+        let json: serde_json::Value = serde_json::from_slice(&encode(&job())).unwrap();
+        assert!(json.get("karras_sigmas").is_none(), "{json}");
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("karras_sigmas");
+        assert_eq!(decode::<Job>(old.to_string().as_bytes()).unwrap(), job());
     }
 
     #[test]

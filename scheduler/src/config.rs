@@ -73,6 +73,9 @@ pub struct GenerationDefaults {
     pub steps: u32,
     pub guidance_scale: f32,
     pub sampler: String,
+    /// Karras sigmas for requests that do not say, applied only with `euler` and `dpmpp-2m`;
+    /// absent = each model's scheduler config.
+    pub karras_sigmas: Option<bool>,
     pub upscale: bool,
     pub format: String,
 }
@@ -80,7 +83,14 @@ pub struct GenerationDefaults {
 impl Default for GenerationDefaults {
     /// The paper's settings: 50 PNDM steps, guidance 7.5, ESRGAN ×4, PNG.
     fn default() -> Self {
-        Self { steps: 50, guidance_scale: 7.5, sampler: "pndm".into(), upscale: true, format: "png".into() }
+        Self {
+            steps: 50,
+            guidance_scale: 7.5,
+            sampler: "pndm".into(),
+            karras_sigmas: None,
+            upscale: true,
+            format: "png".into(),
+        }
     }
 }
 

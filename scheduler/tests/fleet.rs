@@ -20,7 +20,8 @@ async fn fashion_request_reaches_s3_with_metadata_and_presigned_urls() {
     fleet.start_worker();
     let body = json!({
         "keywords": {"category": "dress", "fabric": ["silk", "linen"], "color": ["red", "ivory"]},
-        "prompts": 2, "images_per_prompt": 2, "language": "en", "seed": 3, "steps": 3
+        "prompts": 2, "images_per_prompt": 2, "language": "en", "seed": 3, "steps": 3,
+        "sampler": "dpmpp-2m", "karras_sigmas": true
     });
     let id = fleet.submit("/v1/fashion/designs", body).await;
     let view = fleet.wait_final(&id, LONG).await;
@@ -47,6 +48,8 @@ async fn fashion_request_reaches_s3_with_metadata_and_presigned_urls() {
             job["entities"].as_array().unwrap().iter().map(|e| e["entity"].as_str().unwrap()).collect();
         assert!(entities.contains(&"dress"), "fashion keywords are graph entities: {job}");
         assert!(bytes.windows(b"entities".len()).any(|w| w == b"entities"), "no `entities` text chunk in the PNG");
+        let karras = b"karras_sigmas\0true";
+        assert!(bytes.windows(karras.len()).any(|w| w == karras), "the sampler option did not reach the worker");
         let decoded = image::load_from_memory(&bytes).expect("a PNG");
         assert_eq!((decoded.width(), decoded.height()), (256, 256), "64 px upscaled ×4");
     }
@@ -145,6 +148,7 @@ async fn bad_input_names_the_field_and_enqueues_nothing() {
         ("/v1/generations", json!({"prompts": ["x"], "steps": "many"}), "steps"),
         ("/v1/generations", json!({"prompts": ["x"], "width": 65}), "width"),
         ("/v1/generations", json!({"prompts": ["x"], "sampler": "heun"}), "sampler"),
+        ("/v1/generations", json!({"prompts": ["x"], "sampler": "pndm", "karras_sigmas": true}), "karras_sigmas"),
         ("/v1/generations", json!({"prompts": ["x"], "format": "gif"}), "format"),
         ("/v1/generations", json!({"prompts": ["x"], "model": "sdxl"}), "model"),
         ("/v1/generations", json!({"prompts": ["x"], "stepz": 20}), "stepz"),

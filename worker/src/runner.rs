@@ -163,7 +163,7 @@ fn generation_request(job: &Job) -> Result<GenerationRequest, JobError> {
         steps: job.steps as usize,
         guidance_scale: job.guidance_scale,
         sampler,
-        sampler_options: SamplerOptions::default(),
+        sampler_options: SamplerOptions { karras_sigmas: job.karras_sigmas },
         width: Some(job.width as usize),
         height: Some(job.height as usize),
         init_latents: None,
@@ -187,6 +187,7 @@ fn render(job: &Job, generated: &Generated) -> Result<RenderedImage, JobError> {
         negative_prompt: job.negative_prompt.clone(),
         extra: [("guidance_scale".to_owned(), job.guidance_scale.to_string()), ("job_id".to_owned(), job.id.clone())]
             .into_iter()
+            .chain(job.karras_sigmas.map(|karras| ("karras_sigmas".to_owned(), karras.to_string())))
             .chain(generated.entities_field())
             .collect(),
     };

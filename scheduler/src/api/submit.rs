@@ -33,6 +33,10 @@ macro_rules! submission_body {
             pub guidance_scale: Option<f32>,
             /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
             pub sampler: Option<String>,
+            /// Karras sigma spacing, for `euler` and `dpmpp-2m` only; absent = the model's
+            /// scheduler config (or `scheduler.defaults.karras_sigmas`). `dpmpp-2m` with Karras
+            /// sigmas at 20 steps is close to 50 PNDM steps in about half the time.
+            pub karras_sigmas: Option<bool>,
             /// Seed of the first image; image n gets seed + n. Random when absent.
             pub seed: Option<u64>,
             /// Size before upscaling, a multiple of the model's `size_multiple`.
@@ -59,6 +63,7 @@ macro_rules! submission_body {
                     steps: self.steps,
                     guidance_scale: self.guidance_scale,
                     sampler: self.sampler.clone(),
+                    karras_sigmas: self.karras_sigmas,
                     seed: self.seed,
                     width: self.width,
                     height: self.height,
