@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session
 
 setup:
 	bash deploy/setup.sh
@@ -62,6 +62,12 @@ bench-throughput: setup fixtures-env
 bench-attention: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	bash deploy/bench/attention.sh
+
+## ONNX Runtime session options, thread counts and arena settings, one at a time, on the Table 6
+## U-Net, VAE and an ESRGAN tile → deploy/bench/session.json (SESSION.md reads it). About 10 minutes.
+bench-session: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	.venv-fixtures/bin/python deploy/bench/session_sweep.py
 
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.

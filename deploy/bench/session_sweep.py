@@ -1,0 +1,197 @@
+"""Run with: make bench-session   (or .venv-fixtures/bin/python deploy/bench/session_sweep.py [--calls 5])
+
+ONNX Runtime's session options, thread counts and arena settings, one at a time, on the three heavy
+parts of the Table 6 model (random weights; `deploy/export/export_table6.py`), on this machine's
+2 cores. The worker and this script load the same ONNX Runtime release (the `onnxruntime` wheel), so
+what a setting does here is what it does in the worker's sessions.
+
+Parts and inputs, as the worker calls them for one 256 → 1024 image:
+- unet: batch 2 (guidance), 32×32 latent, 32 text tokens of width 768; 51 calls per image.
+- vae: the decoder on one 32×32 latent; once per image.
+- upscale: one ESRGAN tile of 136×136 px (a 128-px core with 8 px of context, the worker's default
+  tiling); four per image.
+
+Variants differ from `baseline` (what the worker does: 2 intra-op threads, ORT_ENABLE_ALL, the
+CPU memory arena and memory patterns on, spinning threads) in one setting each, plus two that split
+the same work across two concurrent 1-thread runs on one session (the two halves of the guidance
+batch; two tiles at once). Every number is the median of `--calls` calls after one warm-up call.
+By default each variant is loaded and timed in turn; `--interleave` loads the listed variants of a
+part side by side and times them in rounds (one call each per round), so that a slow minute on a
+shared machine hits every variant alike: use it to confirm a small difference the sweep found.
+Writes deploy/bench/session.json (or `--out`); SESSION.md is its hand-written reading. Holds
+/tmp/rapid-bench.lock for the whole run so that no other timing run overlaps it.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / ".cache/models/table6"
+OUT = ROOT / "deploy/bench/session.json"
+TILE = 136
+
+
+def inputs(part, batch):
+    rng = np.random.default_rng(0)
+    if part == "unet":
+        return {
+            "sample": rng.standard_normal((batch, 4, 32, 32), dtype=np.float32),
+            "timestep": np.full((batch,), 981, dtype=np.int64),
+            "encoder_hidden_states": rng.standard_normal((batch, 32, 768), dtype=np.float32),
+        }
+    if part == "vae":
+        return {"latent_sample": rng.standard_normal((batch, 4, 32, 32), dtype=np.float32)}
+    return {"input": rng.random((batch, 3, TILE, TILE), dtype=np.float32)}
+
+
+def model_path(part):
+    return MODEL / {"unet": "unet", "vae": "vae_decoder", "upscale": "upscaler"}[part] / "model.onnx"
+
+
+def options(threads=2, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, arena=True, pattern=True,
+            spinning=True, denormal_as_zero=False, dynamic_block_base=0):
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.graph_optimization_level = level
+    o.enable_cpu_mem_arena = arena
+    o.enable_mem_pattern = pattern
+    o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    o.add_session_config_entry("session.set_denormal_as_zero", "1" if denormal_as_zero else "0")
+    if dynamic_block_base:
+        o.add_session_config_entry("session.dynamic_block_base", str(dynamic_block_base))
+    return o
+
+
+# name → (session options, how many concurrent runs share the part's work)
+VARIANTS = {
+    "baseline": (lambda: options(), 1),
+    "threads-1": (lambda: options(threads=1), 1),
+    "level-extended": (lambda: options(level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED), 1),
+    "level-basic": (lambda: options(level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC), 1),
+    "no-spinning": (lambda: options(spinning=False), 1),
+    "no-arena": (lambda: options(arena=False), 1),
+    "no-mem-pattern": (lambda: options(pattern=False), 1),
+    "denormal-as-zero": (lambda: options(denormal_as_zero=True), 1),
+    "dynamic-block-base-4": (lambda: options(dynamic_block_base=4), 1),
+    "denormal-as-zero+dynamic-block-base-4": (lambda: options(denormal_as_zero=True, dynamic_block_base=4), 1),
+    "2×1-thread-concurrent": (lambda: options(threads=1), 2),
+}
+
+
+def load(part, make_options):
+    started = time.perf_counter()
+    session = ort.InferenceSession(str(model_path(part)), make_options(), providers=["CPUExecutionProvider"])
+    return session, (time.perf_counter() - started) * 1e3
+
+
+def time_interleaved(part, names, calls):
+    """Milliseconds per call of each single-stream variant, timed round by round."""
+    sessions = {}
+    for name in names:
+        make_options, streams = VARIANTS[name]
+        if streams != 1:
+            sys.exit(f"session_sweep.py: --interleave takes single-stream variants, not {name}")
+        sessions[name] = load(part, make_options)
+    feed = inputs(part, 2 if part == "unet" else 1)
+    times = {name: [] for name in names}
+    for name in names:
+        sessions[name][0].run(None, feed)
+    for _ in range(calls):
+        for name in names:
+            t = time.perf_counter()
+            sessions[name][0].run(None, feed)
+            times[name].append(time.perf_counter() - t)
+    return {name: (sessions[name][1], statistics.median(times[name]) * 1e3) for name in names}
+
+
+def time_variant(part, make_options, streams, calls):
+    """Milliseconds for one unit of the part's work (a batch-2 U-Net call, a decode, a tile): with
+    two streams, each runs half the U-Net batch (or one tile) and the unit's time is the wall time
+    of the pair divided by the units they did."""
+    session, load_ms = load(part, make_options)
+    if streams == 1:
+        feed = inputs(part, 2 if part == "unet" else 1)
+        session.run(None, feed)
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - t)
+        return load_ms, statistics.median(times) * 1e3
+    feed = inputs(part, 1)
+    # A U-Net unit is both halves of the batch; a tile or a decode unit is one run.
+    units_per_pair = 1 if part == "unet" else 2
+    session.run(None, feed)
+    times = []
+    for _ in range(calls):
+        threads = [threading.Thread(target=session.run, args=(None, feed)) for _ in range(streams)]
+        t = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        times.append((time.perf_counter() - t) / units_per_pair)
+    return load_ms, statistics.median(times) * 1e3
+
+
+def machine():
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "numpy": np.__version__}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5, help="timed calls per variant (median)")
+    parser.add_argument("--parts", default="unet,vae,upscale")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--interleave", action="store_true", help="time the variants round by round")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if not model_path("unet").exists():
+        sys.exit("session_sweep.py: no Table 6 model; run `make fixtures-env` and "
+                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"session_sweep.py: unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+
+    lock = open("/tmp/rapid-bench.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    started = time.time()
+    results = {}
+    for part in args.parts.split(","):
+        results[part] = {}
+        names = [n for n in args.variants.split(",") if not (VARIANTS[n][1] > 1 and part == "vae")]
+        if args.interleave:
+            timed = time_interleaved(part, names, args.calls)
+        else:
+            timed = {name: time_variant(part, *VARIANTS[name], args.calls) for name in names}
+        for name, (load_ms, ms) in timed.items():
+            results[part][name] = {"ms": round(ms, 1), "load_ms": round(load_ms)}
+            base = results[part].get("baseline", {}).get("ms", ms)
+            print(f"{part:8} {name:38} {ms:9.1f} ms  ({base / ms:5.3f}× baseline)  load {load_ms:7.0f} ms", flush=True)
+    report = {"machine": machine(), "calls": args.calls, "interleaved": args.interleave,
+              "minutes": round((time.time() - started) / 60, 1),
+              "date": time.strftime("%Y-%m-%d"), "model": "Table 6, random weights", "results": results}
+    args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
