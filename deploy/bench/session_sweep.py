@@ -18,6 +18,8 @@ batch; two tiles at once). Every number is the median of `--calls` calls after o
 By default each variant is loaded and timed in turn; `--interleave` loads the listed variants of a
 part side by side and times them in rounds (one call each per round), so that a slow minute on a
 shared machine hits every variant alike: use it to confirm a small difference the sweep found.
+`--tilings 64/8,128/8,0/0` instead times whole 256 → 1024 ESRGAN images in each tiling (core/context
+px; 0/0 = the whole image in one call), cut as the worker cuts them, with the baseline options.
 Writes deploy/bench/session.json (or `--out`); SESSION.md is its hand-written reading. Holds
 /tmp/rapid-bench.lock for the whole run so that no other timing run overlaps it.
 """
@@ -148,6 +150,39 @@ def time_variant(part, make_options, streams, calls):
     return load_ms, statistics.median(times) * 1e3
 
 
+def tile_spans(side, tile, overlap):
+    """The worker's tiling along one side (`worker/engine/src/parts/upscaler.rs`): each tile's core
+    plus up to `overlap` px of context on both sides, clipped to the image."""
+    tile = tile or side
+    return [(max(start - overlap, 0), min(start + tile + overlap, side)) for start in range(0, side, tile)]
+
+
+def time_tilings(tilings, calls, side=256):
+    """Milliseconds per whole 256 → 1024 image for each `core/context` tiling."""
+    session, _ = load("upscale", options)
+    image = np.random.default_rng(0).random((1, 3, side, side), dtype=np.float32)
+    results = {}
+    for tiling in tilings:
+        tile, overlap = (int(x) for x in tiling.split("/"))
+        spans = tile_spans(side, tile, overlap)
+        patches = [np.ascontiguousarray(image[:, :, y0:y1, x0:x1]) for y0, y1 in spans for x0, x1 in spans]
+
+        def one_image():
+            for patch in patches:
+                session.run(None, {"input": patch})
+
+        one_image()
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            one_image()
+            times.append(time.perf_counter() - t)
+        results[tiling] = {"ms": round(statistics.median(times) * 1e3, 1), "tiles": len(patches),
+                           "input_px": sum(p.shape[2] * p.shape[3] for p in patches)}
+        print(f"upscale image, tiles {tiling:7} {results[tiling]['ms']:9.1f} ms  {len(patches)} calls", flush=True)
+    return results
+
+
 def machine():
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
@@ -162,6 +197,7 @@ def main():
     parser.add_argument("--parts", default="unet,vae,upscale")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--interleave", action="store_true", help="time the variants round by round")
+    parser.add_argument("--tilings", help="time whole ESRGAN images in these core/context tilings instead")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not model_path("unet").exists():
@@ -175,7 +211,9 @@ def main():
     fcntl.flock(lock, fcntl.LOCK_EX)
     started = time.time()
     results = {}
-    for part in args.parts.split(","):
+    if args.tilings:
+        results["upscale_image_tilings"] = time_tilings(args.tilings.split(","), args.calls)
+    for part in ([] if args.tilings else args.parts.split(",")):
         results[part] = {}
         names = [n for n in args.variants.split(",") if not (VARIANTS[n][1] > 1 and part == "vae")]
         if args.interleave:

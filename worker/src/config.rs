@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rapid_engine::parts::upscaler::Tiling;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -113,6 +114,19 @@ pub struct WorkerConfig {
     /// Once a job arrived, how long to wait for more waiting jobs to fill a batch.
     #[serde(default = "default_batch_window_ms")]
     pub batch_window_ms: u64,
+    /// ESRGAN tile side in input pixels; 0 upscales the whole image in one call. Which side is
+    /// fastest depends on the CPU (deploy/bench/SESSION.md); larger tiles need more memory.
+    #[serde(default = "default_upscale_tile")]
+    pub upscale_tile: usize,
+    /// Context pixels around each ESRGAN tile, computed and thrown away so that seams do not show.
+    #[serde(default = "default_upscale_tile_overlap")]
+    pub upscale_tile_overlap: usize,
+}
+
+impl WorkerConfig {
+    pub fn tiling(&self) -> Tiling {
+        Tiling { tile: self.upscale_tile, overlap: self.upscale_tile_overlap }
+    }
 }
 
 /// What a worker process reads: its own section and the shared ones. The scheduler's sections
@@ -145,6 +159,12 @@ fn default_max_batch() -> std::num::NonZeroUsize {
 fn default_batch_window_ms() -> u64 {
     20
 }
+fn default_upscale_tile() -> usize {
+    Tiling::default().tile
+}
+fn default_upscale_tile_overlap() -> usize {
+    Tiling::default().overlap
+}
 fn default_prefetch() -> u16 {
     1
 }
@@ -162,4 +182,25 @@ fn default_poll_ms() -> u64 {
 }
 fn default_ttl_secs() -> u64 {
     86_400
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config.example.toml");
+
+    #[test]
+    fn upscale_tiling_defaults_to_the_engines_and_is_read_from_the_worker_section() {
+        let example: WorkerFile = load(Path::new(EXAMPLE)).unwrap();
+        assert_eq!(example.worker.tiling(), Tiling::default());
+
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let edited = text.replacen("[worker]\n", "[worker]\nupscale_tile = 0\nupscale_tile_overlap = 4\n", 1);
+        assert_ne!(edited, text, "the example has a [worker] section");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), edited).unwrap();
+        let whole: WorkerFile = load(file.path()).unwrap();
+        assert_eq!(whole.worker.tiling(), Tiling { tile: 0, overlap: 4 });
+    }
 }

@@ -27,7 +27,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let provider = file.worker.execution_provider.parse().context("worker.execution_provider")?;
     let runtime = Runtime::new(&RuntimeOptions { provider, library: None, intra_threads: file.worker.threads })?;
     // Models load before the first connection: a broken model directory stops the worker here.
-    let engines = Engines::load(&runtime, &file.worker.models)?;
+    let engines = Engines::load(&runtime, &file.worker.models, file.worker.tiling())?;
     tracing::info!(models = ?engines.models().collect::<Vec<_>>(), %provider, "models loaded");
 
     // The engine runs on blocking threads; the async side only does I/O.

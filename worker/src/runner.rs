@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
+use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::pipeline::{BatchKey, Generated, GenerationRequest, Pipeline, Progress};
 use rapid_engine::runtime::Runtime;
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
@@ -64,17 +65,19 @@ impl RenderedImage {
 /// Every model this worker serves, loaded once at start-up and reused for every job.
 pub struct Engines {
     pipelines: HashMap<String, Pipeline>,
+    tiling: Tiling,
 }
 
 impl Engines {
     /// Loads every model now, so a broken model directory stops the worker at start-up instead
     /// of failing jobs one by one.
-    pub fn load(runtime: &Runtime, models: &BTreeMap<String, PathBuf>) -> Result<Self, EngineError> {
+    /// Every job's image is upscaled in `tiling`.
+    pub fn load(runtime: &Runtime, models: &BTreeMap<String, PathBuf>, tiling: Tiling) -> Result<Self, EngineError> {
         let pipelines = models
             .iter()
             .map(|(name, dir)| Pipeline::load(runtime, dir).map(|pipeline| (name.clone(), pipeline)))
             .collect::<Result<_, _>>()?;
-        Ok(Self { pipelines })
+        Ok(Self { pipelines, tiling })
     }
 
     pub fn models(&self) -> impl Iterator<Item = &str> {
@@ -102,7 +105,7 @@ impl Engines {
         let mut runnable = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
             match self.check(job).and_then(|()| generation_request(job)) {
-                Ok(request) => runnable.push((index, request)),
+                Ok(request) => runnable.push((index, GenerationRequest { tiling: self.tiling, ..request })),
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
@@ -168,6 +171,7 @@ fn generation_request(job: &Job) -> Result<GenerationRequest, JobError> {
         height: Some(job.height as usize),
         init_latents: None,
         upscale: job.upscale,
+        // The worker's configuration, not the job, decides this: `Engines` sets it before running.
         tiling: Default::default(),
     })
 }
