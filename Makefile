@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino
 
 setup:
 	bash deploy/setup.sh
@@ -68,6 +68,15 @@ bench-attention: setup fixtures-env
 bench-session: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	.venv-fixtures/bin/python deploy/bench/session_sweep.py
+
+## The U-Net and ESRGAN on OpenVINO's execution provider against the CPU provider of the same build,
+## in a virtual environment of its own (the onnxruntime-openvino wheel replaces onnxruntime)
+## → deploy/bench/openvino.json. About 3 minutes after a 450 MB install.
+bench-openvino: fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	test -x .venv-openvino/bin/python || python3 -m venv .venv-openvino
+	.venv-openvino/bin/pip install --quiet --disable-pip-version-check onnxruntime-openvino==1.24.1 numpy==2.4.6
+	.venv-openvino/bin/python deploy/bench/openvino.py
 
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.
