@@ -31,6 +31,7 @@ generate: setup
 ## Every test, plus formatting and lints (what CI runs). The fleet tests need RabbitMQ, Redis and
 ## s3s-fs, which `services` starts or installs.
 test: setup services lint
+	bash deploy/setup.sh --openvino   # the OpenVINO build of ONNX Runtime, for worker/engine/tests/openvino.rs
 	$(CARGO) test --workspace --release
 
 lint:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run with: bash deploy/setup.sh [--gpu]
+# Run with: bash deploy/setup.sh [--gpu | --openvino]
 #
 # Installs what the binaries and tests need that cargo does not fetch, into project-local folders
 # (both git-ignored), idempotently:
@@ -10,16 +10,21 @@
 set -euo pipefail
 
 ORT_VERSION=1.31.1
+# The newest onnxruntime-openvino on PyPI; the engine asks ort for API 24 so that it loads.
+OPENVINO_ORT_VERSION=1.24.1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
 cache="$root/.cache/onnxruntime"
 
 flavour=cpu
 wheel=onnxruntime
-if [[ "${1:-}" == "--gpu" ]]; then
-  flavour=gpu
-  wheel=onnxruntime-gpu
-fi
+version=$ORT_VERSION
+case "${1:-}" in
+  "") ;;
+  --gpu) flavour=gpu wheel=onnxruntime-gpu ;;
+  --openvino) flavour=openvino wheel=onnxruntime-openvino version=$OPENVINO_ORT_VERSION ;;
+  *) echo "setup: unknown option ${1}; use --gpu or --openvino" >&2; exit 2 ;;
+esac
 
 if [[ ! -x "$venv/bin/python" ]]; then
   echo "setup: creating $venv" >&2
@@ -38,16 +43,20 @@ fi
 
 lib="$cache/$flavour/libonnxruntime.so"
 if [[ ! -e "$lib" ]]; then
-  echo "setup: fetching $wheel==$ORT_VERSION from PyPI" >&2
+  echo "setup: fetching $wheel==$version from PyPI" >&2
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
-    --only-binary=:all: --dest "$tmp" "$wheel==$ORT_VERSION"
+    --only-binary=:all: --dest "$tmp" "$wheel==$version"
   mkdir -p "$cache/$flavour"
   (cd "$tmp" && python3 -m zipfile -e ./*.whl unpacked >/dev/null)
   cp -a "$tmp"/unpacked/onnxruntime/capi/libonnxruntime*.so* "$cache/$flavour/"
   # The GPU wheel's provider libraries (CUDA, TensorRT) are loaded from beside the main library.
   cp -a "$tmp"/unpacked/onnxruntime/capi/libonnxruntime_providers_*.so "$cache/$flavour/" 2>/dev/null || true
+  # The OpenVINO provider loads OpenVINO and its CPU plugin (and TBB) from the same folder.
+  if [[ $flavour == openvino ]]; then
+    cp -a "$tmp"/unpacked/onnxruntime/capi/lib{openvino,tbb}*.so* "$cache/$flavour/"
+  fi
   real=$(ls "$cache/$flavour"/libonnxruntime.so.* | head -n1)
   ln -sf "$(basename "$real")" "$lib"
 fi

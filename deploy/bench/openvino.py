@@ -5,7 +5,8 @@ kernels? This times the Table 6 U-Net call (batch 2, 32×32 latent) and a whole 
 with OpenVINO's execution provider (oneDNN kernels, fp32 inference precision) and with the CPU
 provider of the same `onnxruntime-openvino` build, 2 threads each, and checks that both give the
 same numbers. It runs in its own virtual environment, because that wheel replaces the
-`onnxruntime` one; the worker does not load this build (see deploy/bench/SESSION.md).
+`onnxruntime` one. The worker loads the same build's library with `execution_provider = "openvino"`
+(`bash deploy/setup.sh --openvino`); deploy/bench/SESSION.md compares both.
 
 Writes deploy/bench/openvino.json. Holds /tmp/rapid-bench.lock while timing.
 """

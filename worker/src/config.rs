@@ -86,7 +86,7 @@ pub struct S3Config {
 pub struct WorkerConfig {
     /// Model name (as jobs carry it) → model directory.
     pub models: BTreeMap<String, PathBuf>,
-    /// `cpu`, `cuda` or `tensorrt`.
+    /// `cpu`, `cuda`, `tensorrt` or `openvino`.
     #[serde(default = "default_provider")]
     pub execution_provider: String,
     /// Threads per ONNX Runtime operator; absent = every core.

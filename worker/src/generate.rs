@@ -76,7 +76,7 @@ pub struct GenerateArgs {
     /// Write per-stage milliseconds to this JSON file.
     #[arg(long)]
     timings: Option<PathBuf>,
-    /// cpu | cuda | tensorrt
+    /// cpu | cuda | tensorrt | openvino
     #[arg(long, default_value = "cpu", env = "RAPID_EXECUTION_PROVIDER")]
     execution_provider: ExecutionProvider,
     /// Threads per ONNX Runtime operator (default: all cores).

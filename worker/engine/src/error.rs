@@ -12,7 +12,7 @@ use crate::samplers::SamplerError;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(
-        "ONNX Runtime library not found at {}: run `bash deploy/setup.sh` (add `--gpu` for cuda/tensorrt) \
+        "ONNX Runtime library not found at {}: run `bash deploy/setup.sh` (add `--gpu` for cuda/tensorrt, `--openvino` for openvino) \
          or set ORT_DYLIB_PATH to a libonnxruntime.so",
         path.display()
     )]

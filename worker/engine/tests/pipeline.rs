@@ -1,24 +1,20 @@
 //! Pipeline parity with diffusers, upscaler tiling, reproducibility and input checks, on the tiny
 //! models `tests/fixtures/make_models.py` exports (references come from diffusers in PyTorch).
 
+mod support;
+
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Array4, Ix4};
-use ndarray_npy::ReadNpyExt;
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
-use rapid_engine::pipeline::{GenerationRequest, Pipeline, Progress};
+use rapid_engine::pipeline::{GenerationRequest, Pipeline};
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
 use rapid_engine::samplers::SamplerKind;
-use serde::Deserialize;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::{no_progress, npy, repo, Cases};
 
 fn runtime() -> Runtime {
     // A fixed thread count keeps results reproducible across machines with other core counts.
@@ -26,40 +22,11 @@ fn runtime() -> Runtime {
         .expect("ONNX Runtime did not load: run `bash deploy/setup.sh`")
 }
 
-fn npy<D: ndarray::Dimension>(path: &Path) -> ndarray::Array<f32, D> {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ndarray::Array::<f32, D>::read_npy(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn no_progress() -> impl FnMut(Progress) -> ControlFlow<()> {
-    |_| ControlFlow::Continue(())
-}
-
-#[derive(Deserialize)]
-struct Cases {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    model_dir: String,
-    prompt: String,
-    negative_prompt: String,
-    steps: usize,
-    guidance_scale: f32,
-    sampler: String,
-    latents: String,
-    expected_image: String,
-}
-
 /// The acceptance bound: within 2/255 per pixel of diffusers (PyTorch, fp32), before marking.
 #[test]
 fn images_match_diffusers_within_two_levels() {
     let runtime = runtime();
-    let Cases { cases } =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/pipeline/cases.json")).unwrap())
-            .unwrap();
+    let Cases { cases } = Cases::load();
     assert!(cases.len() >= 4, "expected PNDM and DPM++ cases for both models");
     let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
     let mut report = Vec::new();

@@ -1,0 +1,63 @@
+//! The OpenVINO execution provider against the same diffusers references the CPU provider meets
+//! (`pipeline.rs`). A binary of its own because one process can load only one ONNX Runtime library,
+//! and this one is the `onnxruntime-openvino` wheel's (`bash deploy/setup.sh --openvino`, which
+//! `make test` runs).
+
+mod support;
+
+use ndarray::{Array3, Array4, Ix4};
+use rapid_engine::parts::upscaler::{Tiling, Upscaler};
+use rapid_engine::pipeline::{GenerationRequest, Pipeline};
+use rapid_engine::runtime::{ExecutionProvider, Runtime, RuntimeOptions};
+use rapid_engine::samplers::SamplerKind;
+use support::{no_progress, npy, repo, Cases};
+
+fn openvino() -> Runtime {
+    let options = RuntimeOptions {
+        provider: ExecutionProvider::OpenVino,
+        library: Some(repo().join(".cache/onnxruntime/openvino/libonnxruntime.so")),
+        intra_threads: Some(2),
+    };
+    Runtime::new(&options)
+        .expect("the OpenVINO build of ONNX Runtime did not load: run `bash deploy/setup.sh --openvino`")
+}
+
+/// One process, one library: every check shares this runtime, so they are one test.
+#[test]
+fn openvino_meets_the_diffusers_references_like_the_cpu_provider() {
+    let runtime = openvino();
+
+    // Whole pipelines: within 2/255 of diffusers, the CPU provider's bound.
+    let Cases { cases } = Cases::load();
+    for case in &cases {
+        let mut pipeline = Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap();
+        let mut request = GenerationRequest::new(&case.prompt);
+        request.negative_prompt = case.negative_prompt.clone();
+        request.steps = case.steps;
+        request.guidance_scale = case.guidance_scale;
+        request.sampler = case.sampler.parse::<SamplerKind>().unwrap();
+        request.init_latents = Some(npy::<Ix4>(&repo().join(&case.latents)));
+        request.upscale = false;
+        let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
+        let expected: Array3<f32> = npy(&repo().join(&case.expected_image));
+        let mut worst = 0f32;
+        for ((c, y, x), &v) in generated.image.indexed_iter() {
+            worst = worst.max((v - expected[[y, x, c]]).abs() * 255.0);
+        }
+        eprintln!("{}: max |diff| {worst:.4}/255 on openvino", case.name);
+        assert!(worst <= 2.0, "{}: OpenVINO differs from diffusers by {worst}/255 (bound 2/255)", case.name);
+    }
+
+    // ESRGAN, where OpenVINO is faster on CPU: whole and tiled, against PyTorch.
+    let path = repo().join("tests/fixtures/models/tiny-sd-clip/upscaler/model.onnx");
+    let mut upscaler = Upscaler::load(&runtime, &path).unwrap();
+    let input: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_input_32x32.npy"));
+    let input = input.index_axis_move(ndarray::Axis(0), 0);
+    let reference: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_output_128x128.npy"));
+    let reference = reference.index_axis_move(ndarray::Axis(0), 0);
+    for tiling in [Tiling { tile: 0, overlap: 0 }, Tiling { tile: 12, overlap: 16 }] {
+        let upscaled = upscaler.upscale(input.view(), tiling).unwrap();
+        let worst = upscaled.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) * 255.0;
+        assert!(worst <= 1.0, "{tiling:?}: OpenVINO's upscale differs from PyTorch by {worst}/255");
+    }
+}
