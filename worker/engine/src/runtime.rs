@@ -26,8 +26,8 @@ pub enum ExecutionProvider {
     Cuda,
     TensorRt,
     /// OpenVINO's CPU plugin (oneDNN kernels), from the `onnxruntime-openvino` wheel's library.
-    /// Measured on an AVX-512 Xeon: ESRGAN 1.15× faster than the CPU provider, the U-Net level
-    /// (deploy/bench/SESSION.md).
+    /// Measured on an AVX-512 Xeon: ESRGAN 1.08–1.15× faster than the CPU provider, the U-Net and
+    /// VAE slower in the worker (deploy/bench/SESSION.md), so it is an option, not the default.
     OpenVino,
 }
 
