@@ -5,11 +5,10 @@
 
 mod support;
 
-use ndarray::{Array3, Array4, Ix4};
+use ndarray::Array4;
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
-use rapid_engine::pipeline::{GenerationRequest, Pipeline};
+use rapid_engine::pipeline::Pipeline;
 use rapid_engine::runtime::{ExecutionProvider, Runtime, RuntimeOptions};
-use rapid_engine::samplers::SamplerKind;
 use support::{no_progress, npy, repo, Cases};
 
 fn openvino() -> Runtime {
@@ -31,19 +30,8 @@ fn openvino_meets_the_diffusers_references_like_the_cpu_provider() {
     let Cases { cases } = Cases::load();
     for case in &cases {
         let mut pipeline = Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap();
-        let mut request = GenerationRequest::new(&case.prompt);
-        request.negative_prompt = case.negative_prompt.clone();
-        request.steps = case.steps;
-        request.guidance_scale = case.guidance_scale;
-        request.sampler = case.sampler.parse::<SamplerKind>().unwrap();
-        request.init_latents = Some(npy::<Ix4>(&repo().join(&case.latents)));
-        request.upscale = false;
-        let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
-        let expected: Array3<f32> = npy(&repo().join(&case.expected_image));
-        let mut worst = 0f32;
-        for ((c, y, x), &v) in generated.image.indexed_iter() {
-            worst = worst.max((v - expected[[y, x, c]]).abs() * 255.0);
-        }
+        let generated = pipeline.generate(&case.request(), &mut no_progress()).unwrap();
+        let worst = case.levels_off(&generated.image);
         eprintln!("{}: max |diff| {worst:.4}/255 on openvino", case.name);
         assert!(worst <= 2.0, "{}: OpenVINO differs from diffusers by {worst}/255 (bound 2/255)", case.name);
     }

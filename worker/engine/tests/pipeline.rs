@@ -6,14 +6,13 @@ mod support;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use ndarray::{Array3, Array4, Ix4};
+use ndarray::{Array3, Array4};
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
 use rapid_engine::pipeline::{GenerationRequest, Pipeline};
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
-use rapid_engine::samplers::SamplerKind;
 use support::{no_progress, npy, repo, Cases};
 
 fn runtime() -> Runtime {
@@ -34,21 +33,8 @@ fn images_match_diffusers_within_two_levels() {
         let pipeline = pipelines
             .entry(case.model_dir.clone())
             .or_insert_with(|| Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap());
-        let mut request = GenerationRequest::new(&case.prompt);
-        request.negative_prompt = case.negative_prompt.clone();
-        request.steps = case.steps;
-        request.guidance_scale = case.guidance_scale;
-        request.sampler = case.sampler.parse::<SamplerKind>().unwrap();
-        request.init_latents = Some(npy::<Ix4>(&repo().join(&case.latents)));
-        request.upscale = false;
-        let generated = pipeline.generate(&request, &mut no_progress()).unwrap();
-        let expected: Array3<f32> = npy(&repo().join(&case.expected_image)); // [H, W, 3]
-        let (h, w, _) = expected.dim();
-        assert_eq!(generated.image.dim(), (3, h, w), "{}: image size", case.name);
-        let mut worst = 0f32;
-        for ((c, y, x), &v) in generated.image.indexed_iter() {
-            worst = worst.max((v - expected[[y, x, c]]).abs() * 255.0);
-        }
+        let generated = pipeline.generate(&case.request(), &mut no_progress()).unwrap();
+        let worst = case.levels_off(&generated.image);
         report.push(format!("{}: max |diff| {worst:.4}/255", case.name));
         assert!(worst <= 2.0, "{}: differs from diffusers by {worst}/255 (bound 2/255)", case.name);
     }

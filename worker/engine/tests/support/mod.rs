@@ -4,8 +4,10 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use ndarray::{Array3, Ix4};
 use ndarray_npy::ReadNpyExt;
-use rapid_engine::pipeline::Progress;
+use rapid_engine::pipeline::{GenerationRequest, Progress};
+use rapid_engine::samplers::SamplerKind;
 use serde::Deserialize;
 
 pub fn repo() -> PathBuf {
@@ -38,6 +40,30 @@ pub struct Case {
     pub sampler: String,
     pub latents: String,
     pub expected_image: String,
+}
+
+impl Case {
+    /// The request diffusers ran: its prompts, steps, guidance, sampler and starting latents,
+    /// without upscaling (the references stop at the VAE).
+    pub fn request(&self) -> GenerationRequest {
+        let mut request = GenerationRequest::new(&self.prompt);
+        request.negative_prompt = self.negative_prompt.clone();
+        request.steps = self.steps;
+        request.guidance_scale = self.guidance_scale;
+        request.sampler = self.sampler.parse::<SamplerKind>().unwrap();
+        request.init_latents = Some(npy::<Ix4>(&repo().join(&self.latents)));
+        request.upscale = false;
+        request
+    }
+
+    /// The largest per-pixel difference, in 1/255 levels, between a `[3, H, W]` image and the
+    /// case's `[H, W, 3]` reference; panics on a size mismatch.
+    pub fn levels_off(&self, image: &Array3<f32>) -> f32 {
+        let expected: Array3<f32> = npy(&repo().join(&self.expected_image));
+        let (h, w, _) = expected.dim();
+        assert_eq!(image.dim(), (3, h, w), "{}: image size", self.name);
+        image.indexed_iter().map(|((c, y, x), &v)| (v - expected[[y, x, c]]).abs() * 255.0).fold(0f32, f32::max)
+    }
 }
 
 impl Cases {
