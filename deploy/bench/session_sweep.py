@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from bench import timed  # noqa: E402  (the speed benchmark's median-of-calls timer, beside this file)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / ".cache/models/table6"
@@ -94,6 +95,12 @@ VARIANTS = {
 }
 
 
+def median_ms(work, calls):
+    """Median milliseconds of `calls` runs of `work`, after one untimed warm-up run."""
+    work()
+    return timed(work, calls)[0]
+
+
 def load(part, make_options):
     started = time.perf_counter()
     session = ort.InferenceSession(str(model_path(part)), make_options(), providers=["CPUExecutionProvider"])
@@ -127,27 +134,19 @@ def time_variant(part, make_options, streams, calls):
     session, load_ms = load(part, make_options)
     if streams == 1:
         feed = inputs(part, 2 if part == "unet" else 1)
-        session.run(None, feed)
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - t)
-        return load_ms, statistics.median(times) * 1e3
+        return load_ms, median_ms(lambda: session.run(None, feed), calls)
     feed = inputs(part, 1)
     # A U-Net unit is both halves of the batch; a tile or a decode unit is one run.
     units_per_pair = 1 if part == "unet" else 2
-    session.run(None, feed)
-    times = []
-    for _ in range(calls):
+
+    def concurrent_runs():
         threads = [threading.Thread(target=session.run, args=(None, feed)) for _ in range(streams)]
-        t = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        times.append((time.perf_counter() - t) / units_per_pair)
-    return load_ms, statistics.median(times) * 1e3
+
+    return load_ms, median_ms(concurrent_runs, calls) / units_per_pair
 
 
 def tile_spans(side, tile, overlap):
@@ -171,13 +170,7 @@ def time_tilings(tilings, calls, side=256):
             for patch in patches:
                 session.run(None, {"input": patch})
 
-        one_image()
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            one_image()
-            times.append(time.perf_counter() - t)
-        results[tiling] = {"ms": round(statistics.median(times) * 1e3, 1), "tiles": len(patches),
+        results[tiling] = {"ms": round(median_ms(one_image, calls), 1), "tiles": len(patches),
                            "input_px": sum(p.shape[2] * p.shape[3] for p in patches)}
         print(f"upscale image, tiles {tiling:7} {results[tiling]['ms']:9.1f} ms  {len(patches)} calls", flush=True)
     return results
