@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers
 
 setup:
 	bash deploy/setup.sh
@@ -78,6 +78,14 @@ bench-openvino: fixtures-env
 	test -x .venv-openvino/bin/python || python3 -m venv .venv-openvino
 	.venv-openvino/bin/pip install --quiet --disable-pip-version-check onnxruntime-openvino==1.24.1 numpy==2.4.6
 	.venv-openvino/bin/python deploy/bench/openvino.py
+
+## One worker image per execution-provider configuration (CPU, OpenVINO, CPU with ESRGAN on OpenVINO;
+## tiled and whole; OpenVINO's compiled-graph cache), taking turns → deploy/bench/providers.json.
+## About 15 minutes.
+bench-providers: setup fixtures-env
+	bash deploy/setup.sh --openvino
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	python3 deploy/bench/providers.py
 
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use rapid_engine::runtime::Runtime;
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
 use rapid_worker::queue::{MemoryQueue, Queue};
 use rapid_worker::runner::Engines;
@@ -38,8 +38,7 @@ pub async fn run(
 ) -> Result<()> {
     let standalone = file.standalone.clone().context("the configuration has no [standalone] section")?;
     let worker = file.worker.clone().context("standalone mode needs a [worker] section naming its models")?;
-    let provider = worker.execution_provider.parse().context("worker.execution_provider")?;
-    let runtime = Runtime::new(&RuntimeOptions { provider, library: None, intra_threads: worker.threads })?;
+    let runtime = Runtime::new(&worker.runtime_options()?)?;
 
     let queue = Queue::Memory(MemoryQueue::default());
     let state = StateStore::Memory(MemoryState::new(Duration::from_secs(standalone.finished_ttl_secs)));

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rapid_engine::error::EngineError;
 use rapid_engine::parts::upscaler::Tiling;
+use rapid_engine::runtime::{ExecutionProvider, Part, Providers, RuntimeOptions};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -89,6 +91,12 @@ pub struct WorkerConfig {
     /// `cpu`, `cuda`, `tensorrt` or `openvino`.
     #[serde(default = "default_provider")]
     pub execution_provider: String,
+    /// Parts that run on another provider than `execution_provider`: part (`text_encoder`,
+    /// `unet`, `vae_decoder`, `upscaler`) → provider. `cpu` mixes with any other provider.
+    #[serde(default)]
+    pub part_providers: BTreeMap<String, String>,
+    /// Where OpenVINO keeps the graphs it compiled, so a restart loads instead of compiling.
+    pub openvino_cache_dir: Option<PathBuf>,
     /// Threads per ONNX Runtime operator; absent = every core.
     pub threads: Option<usize>,
     /// Unacknowledged jobs the broker hands one worker at a time.
@@ -127,6 +135,32 @@ impl WorkerConfig {
     pub fn tiling(&self) -> Tiling {
         Tiling { tile: self.upscale_tile, overlap: self.upscale_tile_overlap }
     }
+
+    /// How this worker sets up ONNX Runtime: the providers of every part, threads and caches.
+    pub fn runtime_options(&self) -> Result<RuntimeOptions, ProviderConfigError> {
+        let error = |key: String| move |source| ProviderConfigError { key, source };
+        let default: ExecutionProvider = self.execution_provider.parse().map_err(error("execution_provider".into()))?;
+        let mut providers = Providers::all(default);
+        for (part, provider) in &self.part_providers {
+            let key = format!("part_providers.{part}");
+            let part: Part = part.parse().map_err(error(key.clone()))?;
+            providers = providers.with(part, provider.parse().map_err(error(key))?);
+        }
+        Ok(RuntimeOptions {
+            providers,
+            library: None,
+            intra_threads: self.threads,
+            openvino_cache: self.openvino_cache_dir.clone(),
+        })
+    }
+}
+
+/// A provider or part name in the `[worker]` section that the engine does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("worker.{key}: {source} (CONFIG.md describes the key)")]
+pub struct ProviderConfigError {
+    key: String,
+    source: EngineError,
 }
 
 /// What a worker process reads: its own section and the shared ones. The scheduler's sections
@@ -202,5 +236,42 @@ mod tests {
         std::fs::write(file.path(), edited).unwrap();
         let whole: WorkerFile = load(file.path()).unwrap();
         assert_eq!(whole.worker.tiling(), Tiling { tile: 0, overlap: 4 });
+    }
+
+    fn worker_section(extra: &str) -> WorkerConfig {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let edited = text.replacen("[worker]\n", &format!("[worker]\n{extra}\n"), 1);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), edited).unwrap();
+        load::<WorkerFile>(file.path()).unwrap().worker
+    }
+
+    #[test]
+    fn part_providers_override_the_worker_provider_part_by_part() {
+        let example: WorkerFile = load(Path::new(EXAMPLE)).unwrap();
+        let options = example.worker.runtime_options().unwrap();
+        assert_eq!(options.providers, Providers::all(ExecutionProvider::Cpu));
+        assert_eq!(options.openvino_cache, None);
+
+        let mixed = worker_section(
+            "openvino_cache_dir = \"/var/cache/rapid/openvino\"\npart_providers = { upscaler = \"openvino\" }",
+        );
+        let options = mixed.runtime_options().unwrap();
+        assert_eq!(options.providers.for_part(Part::Upscaler), ExecutionProvider::OpenVino);
+        assert_eq!(options.providers.for_part(Part::Unet), ExecutionProvider::Cpu);
+        assert_eq!(options.openvino_cache.as_deref(), Some(Path::new("/var/cache/rapid/openvino")));
+    }
+
+    #[test]
+    fn an_unknown_part_or_provider_names_its_key() {
+        let error = |extra| worker_section(extra).runtime_options().unwrap_err().to_string();
+        let part = error("part_providers = { vae = \"openvino\" }");
+        assert!(part.contains("worker.part_providers.vae") && part.contains("vae_decoder"), "{part}");
+        let provider = error("part_providers = { upscaler = \"openvin\" }");
+        assert!(provider.contains("worker.part_providers.upscaler") && provider.contains("`openvin`"), "{provider}");
+        let mut gpu = worker_section("");
+        gpu.execution_provider = "gpu".into();
+        let default = gpu.runtime_options().unwrap_err().to_string();
+        assert!(default.contains("worker.execution_provider") && default.contains("`gpu`"), "{default}");
     }
 }

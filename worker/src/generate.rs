@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rapid_engine::error::EngineError;
 use rapid_engine::marking::watermark::WatermarkOutcome;
 use rapid_engine::marking::{Corner, LabelOptions, OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::pipeline::{read_latents, GenerationRequest, Pipeline};
-use rapid_engine::runtime::{ExecutionProvider, Runtime, RuntimeOptions};
+use rapid_engine::runtime::{ExecutionProvider, Part, Providers, Runtime, RuntimeOptions};
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use serde::Serialize;
 
@@ -79,6 +80,13 @@ pub struct GenerateArgs {
     /// cpu | cuda | tensorrt | openvino
     #[arg(long, default_value = "cpu", env = "RAPID_EXECUTION_PROVIDER")]
     execution_provider: ExecutionProvider,
+    /// PART=PROVIDER: run one part (text_encoder, unet, vae_decoder, upscaler) on another
+    /// provider than --execution-provider, e.g. `upscaler=openvino`. Repeatable.
+    #[arg(long, value_parser = part_provider)]
+    part_provider: Vec<(Part, ExecutionProvider)>,
+    /// Where OpenVINO keeps compiled graphs, so the next run loads them instead of compiling.
+    #[arg(long)]
+    openvino_cache: Option<PathBuf>,
     /// Threads per ONNX Runtime operator (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -140,10 +148,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let staged_timings = args.timings.as_deref().map(stage_output).transpose()?;
     let init_latents = args.init_latents.as_deref().map(read_latents).transpose()?;
 
+    let providers = args
+        .part_provider
+        .iter()
+        .fold(Providers::all(args.execution_provider), |providers, &(part, provider)| providers.with(part, provider));
     let runtime = Runtime::new(&RuntimeOptions {
-        provider: args.execution_provider,
+        providers,
         library: None,
         intra_threads: args.threads,
+        openvino_cache: args.openvino_cache.clone(),
     })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let request = GenerationRequest {
@@ -293,4 +306,14 @@ fn commit(mut staged: tempfile::NamedTempFile, bytes: &[u8], path: &Path) -> Res
         .with_context(|| format!("cannot write {}", path.display()))?;
     staged.persist(path).with_context(|| format!("cannot move the finished file to {}", path.display()))?;
     Ok(())
+}
+
+/// `--part-provider upscaler=openvino` → (Upscaler, OpenVino).
+fn part_provider(arg: &str) -> Result<(Part, ExecutionProvider), String> {
+    let (part, provider) =
+        arg.split_once('=').ok_or_else(|| format!("`{arg}` is not PART=PROVIDER, e.g. upscaler=openvino"))?;
+    Ok((
+        part.parse().map_err(|e: EngineError| e.to_string())?,
+        provider.parse().map_err(|e: EngineError| e.to_string())?,
+    ))
 }

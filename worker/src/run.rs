@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use rapid_engine::runtime::Runtime;
 use rapid_worker::config::{self, WorkerFile};
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
 use rapid_worker::queue::{AmqpQueue, Queue};
@@ -24,11 +24,11 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let file: WorkerFile = config::load(&args.config)?;
-    let provider = file.worker.execution_provider.parse().context("worker.execution_provider")?;
-    let runtime = Runtime::new(&RuntimeOptions { provider, library: None, intra_threads: file.worker.threads })?;
+    let options = file.worker.runtime_options()?;
+    let runtime = Runtime::new(&options)?;
     // Models load before the first connection: a broken model directory stops the worker here.
     let engines = Engines::load(&runtime, &file.worker.models, file.worker.tiling())?;
-    tracing::info!(models = ?engines.models().collect::<Vec<_>>(), %provider, "models loaded");
+    tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models loaded");
 
     // The engine runs on blocking threads; the async side only does I/O.
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

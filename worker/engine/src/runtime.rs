@@ -6,6 +6,7 @@
 //! error, never a silent fall-back to CPU: a fleet that believes it runs on CUDA while it runs on
 //! CPU is far worse than one that refuses to start.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -84,42 +85,157 @@ impl FromStr for ExecutionProvider {
     }
 }
 
+/// The ONNX parts of a model directory, as far as choosing where each one runs goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    TextEncoder,
+    Unet,
+    VaeDecoder,
+    Upscaler,
+}
+
+impl Part {
+    pub const ALL: [Part; 4] = [Self::TextEncoder, Self::Unet, Self::VaeDecoder, Self::Upscaler];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TextEncoder => "text_encoder",
+            Self::Unet => "unet",
+            Self::VaeDecoder => "vae_decoder",
+            Self::Upscaler => "upscaler",
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Part {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            EngineError::invalid("model part", format!("`{s}` is not one of text_encoder, unet, vae_decoder, upscaler"))
+        })
+    }
+}
+
+/// Which execution provider runs each part: one for every part, optionally overridden per part.
+///
+/// Per part because the fastest provider differs by part: on an AVX-512 CPU OpenVINO runs ESRGAN
+/// faster than the CPU provider and the U-Net and VAE slower (deploy/bench/SESSION.md). Every
+/// library has the CPU provider, so `cpu` mixes with anything; the others must share a library.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Providers {
+    default: ExecutionProvider,
+    overrides: BTreeMap<Part, ExecutionProvider>,
+}
+
+impl Providers {
+    /// Every part on `provider`.
+    pub fn all(provider: ExecutionProvider) -> Self {
+        Self { default: provider, overrides: BTreeMap::new() }
+    }
+
+    /// `part` on `provider`, the others unchanged.
+    pub fn with(mut self, part: Part, provider: ExecutionProvider) -> Self {
+        if provider == self.default {
+            self.overrides.remove(&part);
+        } else {
+            self.overrides.insert(part, provider);
+        }
+        self
+    }
+
+    pub fn for_part(&self, part: Part) -> ExecutionProvider {
+        self.overrides.get(&part).copied().unwrap_or(self.default)
+    }
+
+    /// The one library that has every provider in use; an error when two need different ones
+    /// (CUDA is only in the GPU wheel's, OpenVINO only in the OpenVINO wheel's).
+    fn library_flavour(&self) -> Result<&'static str> {
+        let mut flavours = Part::ALL.map(|part| self.for_part(part).library_flavour()).to_vec();
+        flavours.retain(|&flavour| flavour != "cpu");
+        flavours.sort_unstable();
+        flavours.dedup();
+        match flavours.as_slice() {
+            [] => Ok("cpu"),
+            [one] => Ok(one),
+            _ => Err(EngineError::invalid(
+                "execution providers",
+                format!(
+                    "{self} need both the {} and the {} ONNX Runtime library, and one process loads one; \
+                     run those parts on `cpu` or on providers of one library",
+                    flavours[0], flavours[1]
+                ),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Providers {
+    /// `cpu`, or `cpu (upscaler: openvino)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.default)?;
+        let overrides: Vec<String> =
+            self.overrides.iter().map(|(part, provider)| format!("{part}: {provider}")).collect();
+        if !overrides.is_empty() {
+            write!(f, " ({})", overrides.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// How to set up ONNX Runtime. `Default` is what a fresh checkout wants: CPU, the library that
 /// `deploy/setup.sh` fetched, ONNX Runtime's own choice of thread count.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
-    pub provider: ExecutionProvider,
+    pub providers: Providers,
     /// Path to `libonnxruntime.so`; `None` means `ORT_DYLIB_PATH`, then the project cache.
     pub library: Option<PathBuf>,
     /// Threads inside one operator; `None` lets ONNX Runtime use every core.
     pub intra_threads: Option<usize>,
+    /// Where OpenVINO keeps the graphs it compiled, so that a restarted worker loads them instead
+    /// of compiling again; `None` compiles at every start.
+    pub openvino_cache: Option<PathBuf>,
 }
 
-/// A loaded ONNX Runtime with one execution provider; builds the sessions of every model part.
+/// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
 pub struct Runtime {
     environment: Environment,
-    provider: ExecutionProvider,
+    providers: Providers,
     intra_threads: Option<usize>,
+    openvino_cache: Option<PathBuf>,
 }
 
 impl Runtime {
     pub fn new(options: &RuntimeOptions) -> Result<Self> {
+        // Checked even when the library is named: no library has both CUDA and OpenVINO.
+        let flavour = options.providers.library_flavour()?;
         let path = options
             .library
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| default_library(options.provider));
+            .unwrap_or_else(|| default_library(flavour));
         let environment = shared_environment(path)?;
-        Ok(Self { environment, provider: options.provider, intra_threads: options.intra_threads })
+        Ok(Self {
+            environment,
+            providers: options.providers.clone(),
+            intra_threads: options.intra_threads,
+            openvino_cache: options.openvino_cache.clone(),
+        })
     }
 
-    pub fn provider(&self) -> ExecutionProvider {
-        self.provider
+    pub fn providers(&self) -> &Providers {
+        &self.providers
     }
 
-    /// Builds a session for one ONNX file. Called once per model part at load time; sessions are
-    /// then reused for every image.
-    pub(crate) fn session(&self, path: &Path) -> Result<Session> {
+    /// Builds a session for one ONNX file, on the provider chosen for `part`. Called once per
+    /// model part at load time; sessions are then reused for every image.
+    pub(crate) fn session(&self, path: &Path, part: Part) -> Result<Session> {
         if !path.exists() {
             return Err(EngineError::MissingFile {
                 path: path.to_path_buf(),
@@ -139,10 +255,11 @@ impl Runtime {
         // ort's `OperatorDomain` is not `Sync`, and `Runtime` is shared across worker threads.
         let operators = attention::op::operator_domain().map_err(builder_error)?;
         builder = builder.with_operators(operators).map_err(|e| builder_error(e.into()))?;
-        if let Some(dispatch) = self.dispatch() {
+        let provider = self.providers.for_part(part);
+        if let Some(dispatch) = self.dispatch(provider) {
             builder = builder.with_execution_providers([dispatch]).map_err(|e| EngineError::ProviderUnavailable {
-                provider: self.provider.name(),
-                reason: format!("{}; it needs {}", ort::Error::<()>::from(e), self.provider.requirements()),
+                provider: provider.name(),
+                reason: format!("{}; it needs {}", ort::Error::<()>::from(e), provider.requirements()),
             })?;
         }
         // ONNX Runtime adds a session's custom-op domain to a process-wide schema map with a
@@ -156,8 +273,8 @@ impl Runtime {
         })
     }
 
-    fn dispatch(&self) -> Option<ExecutionProviderDispatch> {
-        match self.provider {
+    fn dispatch(&self, provider: ExecutionProvider) -> Option<ExecutionProviderDispatch> {
+        match provider {
             // The CPU provider is always present; registering it explicitly adds nothing.
             ExecutionProvider::Cpu => None,
             ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
@@ -167,6 +284,10 @@ impl Runtime {
                 let openvino = ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32");
                 let openvino = match self.intra_threads {
                     Some(threads) => openvino.with_num_threads(threads),
+                    None => openvino,
+                };
+                let openvino = match &self.openvino_cache {
+                    Some(dir) => openvino.with_cache_dir(dir.display()),
                     None => openvino,
                 };
                 Some(openvino.build().error_on_failure())
@@ -210,9 +331,57 @@ fn shared_environment(path: PathBuf) -> Result<Environment> {
 
 /// The library `deploy/setup.sh` puts in the project-local cache. The workspace root is baked in at
 /// compile time so binaries run from `target/` find it with no user action.
-fn default_library(provider: ExecutionProvider) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.cache/onnxruntime")
-        .join(provider.library_flavour())
-        .join("libonnxruntime.so")
+fn default_library(flavour: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/onnxruntime").join(flavour).join("libonnxruntime.so")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_runs_on_its_override_and_the_others_on_the_default() {
+        let providers = Providers::all(ExecutionProvider::Cpu).with(Part::Upscaler, ExecutionProvider::OpenVino);
+        assert_eq!(providers.for_part(Part::Upscaler), ExecutionProvider::OpenVino);
+        assert_eq!(providers.for_part(Part::Unet), ExecutionProvider::Cpu);
+        assert_eq!(providers.to_string(), "cpu (upscaler: openvino)");
+        // Overriding back to the default leaves nothing to report.
+        let back = providers.with(Part::Upscaler, ExecutionProvider::Cpu);
+        assert_eq!(back, Providers::all(ExecutionProvider::Cpu));
+        assert_eq!(back.to_string(), "cpu");
+    }
+
+    #[test]
+    fn the_library_is_the_one_every_provider_in_use_needs() {
+        let flavour = |providers: Providers| providers.library_flavour().map_err(|e| e.to_string());
+        assert_eq!(flavour(Providers::default()), Ok("cpu"));
+        let cpu_but_upscaler = Providers::all(ExecutionProvider::Cpu).with(Part::Upscaler, ExecutionProvider::OpenVino);
+        assert_eq!(flavour(cpu_but_upscaler), Ok("openvino"));
+        let openvino_but_unet = Providers::all(ExecutionProvider::OpenVino).with(Part::Unet, ExecutionProvider::Cpu);
+        assert_eq!(flavour(openvino_but_unet), Ok("openvino"));
+        let cuda_and_tensorrt = Providers::all(ExecutionProvider::Cuda).with(Part::Unet, ExecutionProvider::TensorRt);
+        assert_eq!(flavour(cuda_and_tensorrt), Ok("gpu"));
+
+        let cuda_and_openvino =
+            Providers::all(ExecutionProvider::Cuda).with(Part::Upscaler, ExecutionProvider::OpenVino);
+        let error = flavour(cuda_and_openvino).unwrap_err();
+        assert!(error.contains("cuda (upscaler: openvino)") && error.contains("one process loads one"), "{error}");
+        // Refused before any library is looked for, so a named library does not hide the conflict.
+        let options = RuntimeOptions {
+            providers: Providers::all(ExecutionProvider::Cuda).with(Part::VaeDecoder, ExecutionProvider::OpenVino),
+            library: Some(PathBuf::from("/nonexistent/libonnxruntime.so")),
+            ..RuntimeOptions::default()
+        };
+        let error = Runtime::new(&options).err().expect("mixed libraries must be refused").to_string();
+        assert!(error.contains("one process loads one"), "{error}");
+    }
+
+    #[test]
+    fn parts_are_named_as_in_the_model_directory() {
+        for part in Part::ALL {
+            assert_eq!(part.name().parse::<Part>().unwrap(), part);
+        }
+        let error = "decoder".parse::<Part>().unwrap_err().to_string();
+        assert!(error.contains("`decoder`") && error.contains("text_encoder, unet, vae_decoder, upscaler"), "{error}");
+    }
 }

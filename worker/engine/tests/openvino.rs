@@ -8,37 +8,47 @@ mod support;
 use ndarray::Array4;
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
 use rapid_engine::pipeline::Pipeline;
-use rapid_engine::runtime::{ExecutionProvider, Runtime, RuntimeOptions};
+use rapid_engine::runtime::{ExecutionProvider, Part, Providers, Runtime, RuntimeOptions};
 use support::{no_progress, npy, repo, Cases};
 
-fn openvino() -> Runtime {
+fn openvino(providers: Providers, openvino_cache: Option<&std::path::Path>) -> Runtime {
     let options = RuntimeOptions {
-        provider: ExecutionProvider::OpenVino,
+        providers,
         library: Some(repo().join(".cache/onnxruntime/openvino/libonnxruntime.so")),
         intra_threads: Some(2),
+        openvino_cache: openvino_cache.map(|dir| dir.to_path_buf()),
     };
     Runtime::new(&options)
         .expect("the OpenVINO build of ONNX Runtime did not load: run `bash deploy/setup.sh --openvino`")
 }
 
-/// One process, one library: every check shares this runtime, so they are one test.
+/// One process, one library: every check shares it, so they are one test.
 #[test]
 fn openvino_meets_the_diffusers_references_like_the_cpu_provider() {
-    let runtime = openvino();
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = openvino(Providers::all(ExecutionProvider::OpenVino), Some(cache.path()));
+    // The worker's measured mix: everything on the CPU provider of the same library but ESRGAN.
+    let mixed =
+        openvino(Providers::all(ExecutionProvider::Cpu).with(Part::Upscaler, ExecutionProvider::OpenVino), None);
 
     // Whole pipelines: within 2/255 of diffusers, the CPU provider's bound.
     let Cases { cases } = Cases::load();
-    for case in &cases {
-        let mut pipeline = Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap();
-        let generated = pipeline.generate(&case.request(), &mut no_progress()).unwrap();
-        let worst = case.levels_off(&generated.image);
-        eprintln!("{}: max |diff| {worst:.4}/255 on openvino", case.name);
-        assert!(worst <= 2.0, "{}: OpenVINO differs from diffusers by {worst}/255 (bound 2/255)", case.name);
+    for (runtime, providers) in [(&runtime, "openvino"), (&mixed, "cpu + openvino upscaler")] {
+        for case in &cases {
+            let mut pipeline = Pipeline::load(runtime, &repo().join(&case.model_dir)).unwrap();
+            let generated = pipeline.generate(&case.request(), &mut no_progress()).unwrap();
+            let worst = case.levels_off(&generated.image);
+            eprintln!("{}: max |diff| {worst:.4}/255 on {providers}", case.name);
+            assert!(worst <= 2.0, "{}: {providers} differs from diffusers by {worst}/255 (bound 2/255)", case.name);
+        }
     }
+    // OpenVINO wrote the graphs it compiled where it was told to, for the next start to load.
+    let cached = std::fs::read_dir(cache.path()).unwrap().count();
+    assert!(cached > 0, "OpenVINO left nothing in its cache_dir {}", cache.path().display());
 
     // ESRGAN, where OpenVINO is faster on CPU: whole and tiled, against PyTorch.
     let path = repo().join("tests/fixtures/models/tiny-sd-clip/upscaler/model.onnx");
-    let mut upscaler = Upscaler::load(&runtime, &path).unwrap();
+    let mut upscaler = Upscaler::load(&mixed, &path).unwrap();
     let input: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_input_32x32.npy"));
     let input = input.index_axis_move(ndarray::Axis(0), 0);
     let reference: Array4<f32> = npy(&repo().join("tests/fixtures/pipeline/upscaler_output_128x128.npy"));

@@ -12,7 +12,7 @@ use ort::value::{Tensor, TensorElementType};
 
 use super::{expect, input, optional_input, output};
 use crate::error::{EngineError, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Part, Runtime};
 
 pub struct TextEncoder {
     session: Session,
@@ -27,7 +27,7 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
-        let session = runtime.session(path)?;
+        let session = runtime.session(path, Part::TextEncoder)?;
         let ids = input(&session, path, "input_ids")?;
         expect(path, &ids, &[TensorElementType::Int64, TensorElementType::Int32], 2)?;
         let out = output(&session, path, "last_hidden_state")?;

@@ -12,7 +12,7 @@ use ort::value::{DynTensor, Tensor, TensorElementType, TensorRef};
 
 use super::{expect, expect_batch, input, output};
 use crate::error::{EngineError, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Part, Runtime};
 
 /// How the graph wants its timestep: exports use every combination of these.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub struct Unet {
 impl Unet {
     /// `batch` is the batch the pipeline will feed (2 with classifier-free guidance).
     pub fn load(runtime: &Runtime, path: &Path, batch: usize) -> Result<Self> {
-        let session = runtime.session(path)?;
+        let session = runtime.session(path, Part::Unet)?;
         let sample = input(&session, path, "sample")?;
         expect(path, &sample, &[TensorElementType::Float32], 4)?;
         expect_batch(path, &sample, batch)?;

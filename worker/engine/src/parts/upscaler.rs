@@ -13,7 +13,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use super::{expect, input, output};
 use crate::error::{EngineError, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Part, Runtime};
 
 /// Tile geometry in input pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct Upscaler {
 
 impl Upscaler {
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
-        let session = runtime.session(path)?;
+        let session = runtime.session(path, Part::Upscaler)?;
         let first = session
             .inputs()
             .first()

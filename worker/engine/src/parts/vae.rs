@@ -12,7 +12,7 @@ use ort::value::{TensorElementType, TensorRef};
 use super::{expect, input, output};
 use crate::error::{EngineError, Result};
 use crate::model_dir::VaeConfig;
-use crate::runtime::Runtime;
+use crate::runtime::{Part, Runtime};
 
 pub struct VaeDecoder {
     session: Session,
@@ -24,7 +24,7 @@ pub struct VaeDecoder {
 
 impl VaeDecoder {
     pub fn load(runtime: &Runtime, path: &Path, config: &VaeConfig) -> Result<Self> {
-        let session = runtime.session(path)?;
+        let session = runtime.session(path, Part::VaeDecoder)?;
         let latent = input(&session, path, "latent_sample")?;
         expect(path, &latent, &[TensorElementType::Float32], 4)?;
         let out = output(&session, path, "sample")?;

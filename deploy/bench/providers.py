@@ -1,0 +1,108 @@
+"""Run with: make bench-providers   (or python3 deploy/bench/providers.py [--rounds 3] [--steps 10])
+
+Which execution provider should each part of the worker use on this CPU? Times one image of the
+Table 6 model (random weights), 256 → 1024 px, 2 threads, with `rapid-worker generate --timings`
+under each configuration below: every part on ONNX Runtime's CPU provider (its own library), every
+part on OpenVINO, and the CPU provider with only ESRGAN on OpenVINO (`--part-provider
+upscaler=openvino`, both from the `onnxruntime-openvino` library), each with ESRGAN in 128-px tiles
+and whole. Configurations take turns round by round, so a slow minute on this shared machine hits
+them all alike; medians are reported.
+
+One process per image, as a restarted worker would be: each run pays session creation and every
+first call. `load` is the command's wall time minus the pipeline's stages. The `cache` rows point
+OpenVINO's `cache_dir` at a fresh folder before the first round, so their first round compiles and
+the later ones load what it wrote; the first round is reported apart.
+
+Writes deploy/bench/providers.json. Holds /tmp/rapid-bench.lock while timing. Needs the Table 6
+model and `bash deploy/setup.sh --openvino`.
+"""
+
+import argparse
+import fcntl
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / ".cache/models/table6"
+BINARY = ROOT / "target/release/rapid-worker"
+PROMPT = "一件红色的丝绸连衣裙，白色纽扣，摄影棚照片"
+STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "load", "total"]
+PIPELINE_KEYS = ["tokenize", "text_encoder", "unet_total", "vae", "upscale", "mark", "encode"]
+UPSCALER_ON_OPENVINO = ["--part-provider", "upscaler=openvino"]
+WHOLE = ["--tile-size", "0"]
+
+
+def configurations(cache):
+    return {
+        "cpu": [],
+        "cpu, whole": WHOLE,
+        "openvino": ["--execution-provider", "openvino"],
+        "cpu + openvino upscaler": UPSCALER_ON_OPENVINO,
+        "cpu + openvino upscaler, whole": UPSCALER_ON_OPENVINO + WHOLE,
+        "cpu + openvino upscaler, whole, cache": UPSCALER_ON_OPENVINO + WHOLE + ["--openvino-cache", str(cache)],
+    }
+
+
+def run_once(arguments, steps, tmp):
+    timings = Path(tmp) / "timings.json"
+    started = time.perf_counter()
+    subprocess.run([str(BINARY), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
+                    "--seed", "1", "--threads", "2", "--timings", str(timings), "--out", str(Path(tmp) / "x.png"),
+                    *arguments], check=True, stdout=subprocess.DEVNULL)
+    wall_ms = (time.perf_counter() - started) * 1e3
+    stages = json.loads(timings.read_text())
+    pipeline = sum(stages[key] for key in PIPELINE_KEYS)
+    return {"text_encoder": stages["text_encoder"], "unet_per_step": stages["unet_per_step"], "vae": stages["vae"],
+            "upscale": stages["upscale"], "load": wall_ms - pipeline, "total": wall_ms}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    if not (MODEL / "unet/model.onnx").exists():
+        sys.exit("providers.py: no Table 6 model; run `make fixtures-env` and "
+                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
+    if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
+        sys.exit("providers.py: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
+    lock = open("/tmp/rapid-bench.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = configurations(Path(tmp) / "openvino-cache")
+        for round_ in range(args.rounds):
+            for name, arguments in configs.items():
+                run = run_once(arguments, args.steps, tmp)
+                runs.setdefault(name, []).append(run)
+                print(f"round {round_ + 1}/{args.rounds} {name:38} " +
+                      "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
+    results = {}
+    for name, name_runs in runs.items():
+        # The cached configuration's first round filled the cache; its medians are of the rounds after.
+        timed = name_runs[1:] if name.endswith("cache") and len(name_runs) > 1 else name_runs
+        results[name] = {stage: round(statistics.median(run[stage] for run in timed), 1) for stage in STAGES}
+        if timed is not name_runs:
+            results[name]["first_round"] = {stage: round(name_runs[0][stage], 1) for stage in STAGES}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512": " avx512f" in flags, "commit": commit.strip(),
+              "model": "Table 6, random weights", "threads": 2, "steps": args.steps, "rounds": args.rounds,
+              "unit": "ms", "results": results, "runs": runs}
+    out = ROOT / "deploy/bench/providers.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n| configuration | {' | '.join(STAGES)} |\n|---|{'---:|' * len(STAGES)}")
+    for name, medians in results.items():
+        print(f"| {name} | " + " | ".join(f"{medians[stage]:.0f}" for stage in STAGES) + " |")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
