@@ -49,7 +49,7 @@ fixtures-env:
 ## Table 6 model (random weights), per stage, with floors → deploy/bench/RESULTS.md. About 15 minutes.
 bench: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
-	.venv-fixtures/bin/python deploy/bench/bench.py
+	.venv-fixtures/bin/python deploy/bench/bench.py $(BENCH_ARGS)
 
 ## Images per hour of one worker under a backlog, cross-request batching off and on
 ## → deploy/bench/THROUGHPUT.md. About 10 minutes.

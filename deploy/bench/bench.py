@@ -5,6 +5,7 @@ the paper's Table 6 model (random weights; `deploy/export/export_table6.py`), 50
 256 → 1024 px, fp32, 2 threads, with each stage's floor (its FLOPs ÷ this machine's fp32 GEMM rate).
 
 - worker: `rapid-worker generate --timings`, the full run, `--repeats` times; medians reported.
+  `--worker-args` adds options to it, e.g. `--part-provider upscaler=openvino` (the table says which).
 - diffusers ONNX: the ONNX Runtime sessions `OnnxStableDiffusionPipeline` builds on the same files
   (its default session options), each stage timed on its own; the U-Net per call is the median of
   `--peer-calls` calls, and the total is extrapolated as text encoder + (steps + 1) × U-Net call +
@@ -24,6 +25,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -84,7 +86,7 @@ def mark_and_encode(image_u8):
     return buffer.getvalue()
 
 
-def worker(repeats, steps):
+def worker(repeats, steps, extra_args):
     binary = ROOT / "target/release/rapid-worker"
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
     runs = []
@@ -93,7 +95,7 @@ def worker(repeats, steps):
             timings = Path(tmp) / f"t{i}.json"
             subprocess.run([str(binary), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
                             "--seed", "1", "--threads", str(THREADS), "--timings", str(timings),
-                            "--out", str(Path(tmp) / f"x{i}.png")], check=True, stdout=subprocess.DEVNULL)
+                            "--out", str(Path(tmp) / f"x{i}.png"), *extra_args], check=True, stdout=subprocess.DEVNULL)
             runs.append(json.loads(timings.read_text()))
             print(f"worker run {i + 1}/{repeats}: {runs[-1]['total'] / 1e3:.1f} s", flush=True)
     median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
@@ -205,6 +207,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="full worker runs (median reported)")
     parser.add_argument("--peer-calls", type=int, default=3, help="U-Net calls timed per peer (median)")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--worker-args", default="",
+                        help="more `rapid-worker generate` options, e.g. '--part-provider upscaler=openvino'")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
     parser.add_argument("--gemm-only", action="store_true",
                         help="re-measure the GEMM rate on a quiet machine, keep the stage timings, rewrite RESULTS.md")
@@ -231,9 +235,10 @@ def main():
     print(f"diffusers ONNX: {json.dumps({k: round(v) for k, v in results['diffusers_onnx'].items()})}", flush=True)
     results["torch_eager"], flops = eager_peer(args.peer_calls, args.steps)
     print(f"PyTorch eager: {json.dumps({k: round(v) for k, v in results['torch_eager'].items()})}", flush=True)
-    results["worker"] = worker(args.repeats, args.steps)
+    results["worker"] = worker(args.repeats, args.steps, shlex.split(args.worker_args))
     rate = max(rate, gemm_rate())  # measured again at the end: a busy moment at the start only lowers it
     saved = {"machine": versions(), "gemm_gflops": rate, "flops": flops, "steps": args.steps,
+             "worker_args": args.worker_args,
              "minutes": (time.time() - started) / 60, "results": results}
     (out / "results.json").write_text(json.dumps(saved, indent=2))
     write_report(out, saved, args.repeats, args.peer_calls, saved["minutes"])
@@ -247,7 +252,8 @@ def write_report(out, saved, repeats, peer_calls, minutes):
 Reproduce: `make bench` (exports the model first if missing; about 10 minutes on 2 cores).
 Model: the paper's Table 6 architecture with **random weights** (`deploy/export/export_table6.py`):
 timings are real, images are noise. {steps} PNDM steps ({steps + 1} U-Net calls, batch 2 with
-guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, CPU execution provider.
+guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, ONNX Runtime's CPU execution provider
+(the worker's options below may move a part to another).
 
 Machine: {info['cpu']} ({info.get('isa', '?')}), {info['cores']} cores. Versions: {json.dumps({k: v for k, v in info.items() if k not in ('cpu', 'cores', 'isa')})}.
 fp32 GEMM rate (numpy/OpenBLAS, 4096³): **{rate:.0f} GFLOP/s**. Run took {minutes:.1f} min.
@@ -257,6 +263,7 @@ fp32 GEMM rate (numpy/OpenBLAS, 4096³): **{rate:.0f} GFLOP/s**. Run took {minut
 - worker: median of {repeats} full runs of `rapid-worker generate --timings`; its total is the sum of
   its stages (generation only, like the peers'); the whole command, model loading included, took
   {results['worker']['command_total'] / 1e3:.1f} s (median). ESRGAN in the worker's default tiles (128 px, 8 px context).
+  Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.
 - diffusers ONNX and PyTorch eager: each stage timed on its own (U-Net: median of {peer_calls} calls);
   their totals are **extrapolated**: text encoder + {steps + 1} × U-Net + VAE + ESRGAN (whole image) +
   marking, model loading excluded.

@@ -4,7 +4,8 @@ Would another CPU execution provider get closer to the floors than ONNX Runtime'
 kernels? This times the Table 6 U-Net call (batch 2, 32×32 latent) and a whole 256 → 1024 ESRGAN image
 with OpenVINO's execution provider (oneDNN kernels, fp32 inference precision) and with the CPU
 provider of the same `onnxruntime-openvino` build, 2 threads each, and checks that both give the
-same numbers. It runs in its own virtual environment, because that wheel replaces the
+same numbers. It also times what OpenVINO's `cache_dir` (compiled graphs kept on disk) does to
+session creation and the first call, cold and warm. It runs in its own virtual environment, because that wheel replaces the
 `onnxruntime` one. The worker loads the same build's library with `execution_provider = "openvino"`
 (`bash deploy/setup.sh --openvino`); deploy/bench/SESSION.md compares both.
 
@@ -16,6 +17,7 @@ import fcntl
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,10 +26,8 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / ".cache/models/table6"
-PROVIDERS = {
-    "openvino": [("OpenVINOExecutionProvider", {"device_type": "CPU", "precision": "FP32", "num_of_threads": "2"})],
-    "cpu": ["CPUExecutionProvider"],
-}
+OPENVINO = {"device_type": "CPU", "precision": "FP32", "num_of_threads": "2"}
+PROVIDERS = {"openvino": [("OpenVINOExecutionProvider", OPENVINO)], "cpu": ["CPUExecutionProvider"]}
 
 
 def feeds():
@@ -42,23 +42,27 @@ def feeds():
     }
 
 
-def timed(part, provider, feed, calls):
+def timed(part, provider, feed, calls, providers=None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     started = time.perf_counter()
-    session = ort.InferenceSession(str(MODEL / part / "model.onnx"), options, providers=PROVIDERS[provider])
+    session = ort.InferenceSession(str(MODEL / part / "model.onnx"), options, providers=providers or PROVIDERS[provider])
     load_s = time.perf_counter() - started
-    if provider == "openvino" and session.get_providers()[0] != "OpenVINOExecutionProvider":
+    if provider.startswith("openvino") and session.get_providers()[0] != "OpenVINOExecutionProvider":
         sys.exit(f"openvino.py: OpenVINO did not take the {part}; providers: {session.get_providers()}")
+    started = time.perf_counter()
     (output, *_) = session.run(None, feed)
+    first_s = time.perf_counter() - started
     times = []
     for _ in range(calls):
         t = time.perf_counter()
         session.run(None, feed)
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1e3
-    print(f"{part:9} {provider:9} median {ms:8.0f} ms  min {min(times) * 1e3:8.0f} ms  load {load_s:5.1f} s", flush=True)
-    return {"ms": round(ms, 1), "min_ms": round(min(times) * 1e3, 1), "load_s": round(load_s, 1)}, output
+    print(f"{part:9} {provider:20} median {ms:8.0f} ms  min {min(times) * 1e3:8.0f} ms  load {load_s:5.1f} s  "
+          f"first call {first_s:5.1f} s", flush=True)
+    return {"ms": round(ms, 1), "min_ms": round(min(times) * 1e3, 1), "load_s": round(load_s, 1),
+            "first_call_s": round(first_s, 2)}, output
 
 
 def main():
@@ -81,6 +85,11 @@ def main():
         diff = float(np.abs(outputs["openvino"] - outputs["cpu"]).max())
         results[part]["max_abs_diff"] = diff
         print(f"{part:9} max |openvino - cpu| = {diff:.1e}", flush=True)
+        with tempfile.TemporaryDirectory() as cache:
+            cached = [("OpenVINOExecutionProvider", {**OPENVINO, "cache_dir": cache})]
+            for state in ["cold", "warm"]:
+                name = f"openvino, cache {state}"
+                results[part][name], _ = timed(part, name, feed, 1, cached)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "onnxruntime": ort.__version__, "calls": args.calls,
               "model": "Table 6, random weights", "threads": 2, "results": results}

@@ -9,9 +9,8 @@ and whole. Configurations take turns round by round, so a slow minute on this sh
 them all alike; medians are reported.
 
 One process per image, as a restarted worker would be: each run pays session creation and every
-first call. `load` is the command's wall time minus the pipeline's stages. The `cache` rows point
-OpenVINO's `cache_dir` at a fresh folder before the first round, so their first round compiles and
-the later ones load what it wrote; the first round is reported apart.
+first call (deploy/bench/openvino.py times warm calls). `load` is the command's wall time minus the
+pipeline's stages.
 
 Writes deploy/bench/providers.json. Holds /tmp/rapid-bench.lock while timing. Needs the Table 6
 model and `bash deploy/setup.sh --openvino`.
@@ -37,15 +36,14 @@ UPSCALER_ON_OPENVINO = ["--part-provider", "upscaler=openvino"]
 WHOLE = ["--tile-size", "0"]
 
 
-def configurations(cache):
-    return {
-        "cpu": [],
-        "cpu, whole": WHOLE,
-        "openvino": ["--execution-provider", "openvino"],
-        "cpu + openvino upscaler": UPSCALER_ON_OPENVINO,
-        "cpu + openvino upscaler, whole": UPSCALER_ON_OPENVINO + WHOLE,
-        "cpu + openvino upscaler, whole, cache": UPSCALER_ON_OPENVINO + WHOLE + ["--openvino-cache", str(cache)],
-    }
+CONFIGURATIONS = {
+    "cpu": [],
+    "cpu, whole": WHOLE,
+    "openvino": ["--execution-provider", "openvino"],
+    "openvino, whole": ["--execution-provider", "openvino"] + WHOLE,
+    "cpu + openvino upscaler": UPSCALER_ON_OPENVINO,
+    "cpu + openvino upscaler, whole": UPSCALER_ON_OPENVINO + WHOLE,
+}
 
 
 def run_once(arguments, steps, tmp):
@@ -76,20 +74,14 @@ def main():
     fcntl.flock(lock, fcntl.LOCK_EX)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        configs = configurations(Path(tmp) / "openvino-cache")
         for round_ in range(args.rounds):
-            for name, arguments in configs.items():
+            for name, arguments in CONFIGURATIONS.items():
                 run = run_once(arguments, args.steps, tmp)
                 runs.setdefault(name, []).append(run)
                 print(f"round {round_ + 1}/{args.rounds} {name:38} " +
                       "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
-    results = {}
-    for name, name_runs in runs.items():
-        # The cached configuration's first round filled the cache; its medians are of the rounds after.
-        timed = name_runs[1:] if name.endswith("cache") and len(name_runs) > 1 else name_runs
-        results[name] = {stage: round(statistics.median(run[stage] for run in timed), 1) for stage in STAGES}
-        if timed is not name_runs:
-            results[name]["first_round"] = {stage: round(name_runs[0][stage], 1) for stage in STAGES}
+    results = {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in STAGES}
+               for name, name_runs in runs.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout

@@ -95,8 +95,6 @@ pub struct WorkerConfig {
     /// `unet`, `vae_decoder`, `upscaler`) → provider. `cpu` mixes with any other provider.
     #[serde(default)]
     pub part_providers: BTreeMap<String, String>,
-    /// Where OpenVINO keeps the graphs it compiled, so a restart loads instead of compiling.
-    pub openvino_cache_dir: Option<PathBuf>,
     /// Threads per ONNX Runtime operator; absent = every core.
     pub threads: Option<usize>,
     /// Unacknowledged jobs the broker hands one worker at a time.
@@ -136,7 +134,7 @@ impl WorkerConfig {
         Tiling { tile: self.upscale_tile, overlap: self.upscale_tile_overlap }
     }
 
-    /// How this worker sets up ONNX Runtime: the providers of every part, threads and caches.
+    /// How this worker sets up ONNX Runtime: the provider of every part and the threads.
     pub fn runtime_options(&self) -> Result<RuntimeOptions, ProviderConfigError> {
         let error = |key: String| move |source| ProviderConfigError { key, source };
         let default: ExecutionProvider = self.execution_provider.parse().map_err(error("execution_provider".into()))?;
@@ -146,12 +144,7 @@ impl WorkerConfig {
             let part: Part = part.parse().map_err(error(key.clone()))?;
             providers = providers.with(part, provider.parse().map_err(error(key))?);
         }
-        Ok(RuntimeOptions {
-            providers,
-            library: None,
-            intra_threads: self.threads,
-            openvino_cache: self.openvino_cache_dir.clone(),
-        })
+        Ok(RuntimeOptions { providers, library: None, intra_threads: self.threads })
     }
 }
 
@@ -251,15 +244,11 @@ mod tests {
         let example: WorkerFile = load(Path::new(EXAMPLE)).unwrap();
         let options = example.worker.runtime_options().unwrap();
         assert_eq!(options.providers, Providers::all(ExecutionProvider::Cpu));
-        assert_eq!(options.openvino_cache, None);
 
-        let mixed = worker_section(
-            "openvino_cache_dir = \"/var/cache/rapid/openvino\"\npart_providers = { upscaler = \"openvino\" }",
-        );
+        let mixed = worker_section("part_providers = { upscaler = \"openvino\" }");
         let options = mixed.runtime_options().unwrap();
         assert_eq!(options.providers.for_part(Part::Upscaler), ExecutionProvider::OpenVino);
         assert_eq!(options.providers.for_part(Part::Unet), ExecutionProvider::Cpu);
-        assert_eq!(options.openvino_cache.as_deref(), Some(Path::new("/var/cache/rapid/openvino")));
     }
 
     #[test]

@@ -84,9 +84,6 @@ pub struct GenerateArgs {
     /// provider than --execution-provider, e.g. `upscaler=openvino`. Repeatable.
     #[arg(long, value_parser = part_provider)]
     part_provider: Vec<(Part, ExecutionProvider)>,
-    /// Where OpenVINO keeps compiled graphs, so the next run loads them instead of compiling.
-    #[arg(long)]
-    openvino_cache: Option<PathBuf>,
     /// Threads per ONNX Runtime operator (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -152,12 +149,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .part_provider
         .iter()
         .fold(Providers::all(args.execution_provider), |providers, &(part, provider)| providers.with(part, provider));
-    let runtime = Runtime::new(&RuntimeOptions {
-        providers,
-        library: None,
-        intra_threads: args.threads,
-        openvino_cache: args.openvino_cache.clone(),
-    })?;
+    let runtime = Runtime::new(&RuntimeOptions { providers, library: None, intra_threads: args.threads })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let request = GenerationRequest {
         prompt: args.prompt.clone(),

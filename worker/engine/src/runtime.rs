@@ -198,9 +198,6 @@ pub struct RuntimeOptions {
     pub library: Option<PathBuf>,
     /// Threads inside one operator; `None` lets ONNX Runtime use every core.
     pub intra_threads: Option<usize>,
-    /// Where OpenVINO keeps the graphs it compiled, so that a restarted worker loads them instead
-    /// of compiling again; `None` compiles at every start.
-    pub openvino_cache: Option<PathBuf>,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
@@ -208,7 +205,6 @@ pub struct Runtime {
     environment: Environment,
     providers: Providers,
     intra_threads: Option<usize>,
-    openvino_cache: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -221,12 +217,7 @@ impl Runtime {
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| default_library(flavour));
         let environment = shared_environment(path)?;
-        Ok(Self {
-            environment,
-            providers: options.providers.clone(),
-            intra_threads: options.intra_threads,
-            openvino_cache: options.openvino_cache.clone(),
-        })
+        Ok(Self { environment, providers: options.providers.clone(), intra_threads: options.intra_threads })
     }
 
     pub fn providers(&self) -> &Providers {
@@ -284,10 +275,6 @@ impl Runtime {
                 let openvino = ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32");
                 let openvino = match self.intra_threads {
                     Some(threads) => openvino.with_num_threads(threads),
-                    None => openvino,
-                };
-                let openvino = match &self.openvino_cache {
-                    Some(dir) => openvino.with_cache_dir(dir.display()),
                     None => openvino,
                 };
                 Some(openvino.build().error_on_failure())
