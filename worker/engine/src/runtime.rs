@@ -27,8 +27,8 @@ pub enum ExecutionProvider {
     Cuda,
     TensorRt,
     /// OpenVINO's CPU plugin (oneDNN kernels), from the `onnxruntime-openvino` wheel's library.
-    /// Measured on an AVX-512 Xeon: ESRGAN 1.08–1.15× faster than the CPU provider, the U-Net and
-    /// VAE slower in the worker (deploy/bench/SESSION.md), so it is an option, not the default.
+    /// Measured on AVX-512 Xeon and EPYC: ESRGAN 1.15–1.2× faster than the CPU provider, the VAE
+    /// slower (deploy/bench/SESSION.md); an option, best used for the upscaler alone (`Providers`).
     OpenVino,
 }
 
@@ -125,9 +125,10 @@ impl FromStr for Part {
 
 /// Which execution provider runs each part: one for every part, optionally overridden per part.
 ///
-/// Per part because the fastest provider differs by part: on an AVX-512 CPU OpenVINO runs ESRGAN
-/// faster than the CPU provider and the U-Net and VAE slower (deploy/bench/SESSION.md). Every
-/// library has the CPU provider, so `cpu` mixes with anything; the others must share a library.
+/// Per part because the fastest provider differs by part: on AVX-512 CPUs OpenVINO runs ESRGAN
+/// 1.15–1.2× faster than the CPU provider but the VAE slower, so ESRGAN alone on OpenVINO is the
+/// fastest mix measured (deploy/bench/SESSION.md). Every library has the CPU provider, so `cpu`
+/// mixes with anything; the others must share a library.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Providers {
     default: ExecutionProvider,
@@ -218,10 +219,6 @@ impl Runtime {
             .unwrap_or_else(|| default_library(flavour));
         let environment = shared_environment(path)?;
         Ok(Self { environment, providers: options.providers.clone(), intra_threads: options.intra_threads })
-    }
-
-    pub fn providers(&self) -> &Providers {
-        &self.providers
     }
 
     /// Builds a session for one ONNX file, on the provider chosen for `part`. Called once per
