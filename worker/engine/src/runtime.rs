@@ -79,9 +79,7 @@ impl FromStr for ExecutionProvider {
     type Err = EngineError;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            EngineError::invalid("execution provider", format!("`{s}` is not one of cpu, cuda, tensorrt, openvino"))
-        })
+        by_name(&Self::ALL, Self::name, s, "execution provider")
     }
 }
 
@@ -117,10 +115,16 @@ impl FromStr for Part {
     type Err = EngineError;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
-            EngineError::invalid("model part", format!("`{s}` is not one of text_encoder, unet, vae_decoder, upscaler"))
-        })
+        by_name(&Self::ALL, Self::name, s, "model part")
     }
+}
+
+/// The member of `all` called `s`; the error lists every name, so it cannot fall behind the enum.
+fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'static str) -> Result<T> {
+    all.iter().copied().find(|&member| name(member) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&member| name(member)).collect();
+        EngineError::invalid(what, format!("`{s}` is not one of {}", names.join(", ")))
+    })
 }
 
 /// Which execution provider runs each part: one for every part, optionally overridden per part.
