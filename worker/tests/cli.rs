@@ -116,6 +116,22 @@ fn bad_requests_fail_cleanly() {
     assert_fails(&["--model", model, "--prompt", "p", "--out", &out_s, "--steps", "1001"], &out, "steps");
     assert_fails(&["--model", model, "--prompt", "p", "--out", &out_s, "--width", "33"], &out, "width");
     assert_fails(&["--model", model, "--prompt", "p", "--out", &out_s, "--sampler", "heun"], &out, "dpmpp-2m");
+    assert_fails(
+        &["--model", model, "--prompt", "p", "--out", &out_s, "--part-provider", "vae=cpu"],
+        &out,
+        "vae_decoder",
+    );
+    assert_fails(
+        &["--model", model, "--prompt", "p", "--out", &out_s, "--part-provider", "upscaler"],
+        &out,
+        "PART=PROVIDER",
+    );
+    let two_libraries = ["--execution-provider", "cuda", "--part-provider", "upscaler=openvino"];
+    assert_fails(
+        &[&["--model", model, "--prompt", "p", "--out", &out_s], &two_libraries[..]].concat(),
+        &out,
+        "one process loads one",
+    );
     let unwritable = dir.path().join("no/such/folder/x.png");
     assert_fails(
         &["--model", model, "--prompt", "p", "--out", unwritable.to_str().unwrap()],
