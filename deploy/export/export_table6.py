@@ -52,10 +52,17 @@ def write_vocab(path: Path) -> None:
 
 
 def save_external(model_path: Path) -> None:
-    """Rewrites an export with its weights in `model.onnx_data` (a U-Net exceeds protobuf's 2 GB)."""
+    """Rewrites an export with its weights in `model.onnx_data` (a U-Net exceeds protobuf's 2 GB),
+    then deletes the one-file-per-tensor weights torch wrote, which would otherwise double the disk
+    the model takes (3.4 GB for the U-Net)."""
+    skeleton = onnx.load(str(model_path), load_external_data=False)
+    loose = {entry.value for tensor in skeleton.graph.initializer for entry in tensor.external_data
+             if entry.key == "location"} - {"model.onnx_data"}
     model = onnx.load(str(model_path))
     onnx.save_model(model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="model.onnx_data", size_threshold=1024)
+    for name in loose:
+        (model_path.parent / name).unlink()
 
 
 def export(wrapper, args, path: Path, inputs, outputs, axes, external=False):
