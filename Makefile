@@ -46,7 +46,7 @@ fixtures-env:
 	.venv-fixtures/bin/pip install --quiet --disable-pip-version-check --no-deps invisible-watermark==0.2.0
 
 ## The speed benchmark: the worker against diffusers' ONNX pipeline and PyTorch eager on the paper's
-## Table 6 model (random weights), per stage, with floors → deploy/bench/RESULTS.md. About 20 minutes.
+## Table 6 model (random weights), per stage, with floors → deploy/bench/RESULTS.md. About 15 minutes.
 bench: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	.venv-fixtures/bin/python deploy/bench/bench.py $(BENCH_ARGS)

@@ -283,7 +283,7 @@ def write_report(out, saved, repeats, peer_calls, minutes):
     notes = (out / "NOTES.md").read_text() if (out / "NOTES.md").exists() else ""
     body = f"""# Benchmark: the worker against its peers (paper Table 3, on this CPU)
 
-Reproduce: `make bench` (exports the model first if missing; about 20 minutes on 2 cores).
+Reproduce: `make bench` (exports the model first if missing; about 10 minutes on 2 cores).
 Model: the paper's Table 6 architecture with **random weights** (`deploy/export/export_table6.py`):
 timings are real, images are noise. {steps} PNDM steps ({steps + 1} U-Net calls, batch 2 with
 guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, ONNX Runtime's CPU execution provider
