@@ -56,7 +56,7 @@ bench: setup fixtures-env
 bench-throughput: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	cargo build --release -p rapid-scheduler
-	python3 deploy/bench/throughput.py
+	python3 deploy/bench/throughput.py $(THROUGHPUT_ARGS)
 
 ## One U-Net call with plain, ONNX Runtime-fused and ai.rapid::FlashAttention attention on the
 ## Table 6 model → deploy/bench/attention.json (ATTENTION.md is its hand-written reading).

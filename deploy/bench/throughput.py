@@ -1,8 +1,11 @@
-"""Run with: make bench-throughput   (or python3 deploy/bench/throughput.py [--jobs 4] [--steps 10])
+"""Run with: make bench-throughput   (or python3 deploy/bench/throughput.py [--jobs 4] [--steps 10]
+                                                                          [--providers cpu upscaler=openvino])
 
 Images per hour of one worker under a steady backlog, with cross-request batching off
 (`max_batch = 1`) and on (`max_batch = --jobs`), on the paper's Table 6 model (random weights;
-`deploy/export/export_table6.py`), 256 → 1024 px, fp32, 2 threads.
+`deploy/export/export_table6.py`), 256 → 1024 px, fp32, 2 threads. `--providers` repeats both modes
+for each worker provider mix: `cpu`, or `worker.part_providers` overrides such as
+`unet=openvino,upscaler=openvino` (those need `bash deploy/setup.sh --openvino`).
 
 Each mode runs the real fleet code in one process (`rapid-scheduler standalone`: API, planner,
 in-memory queue and state, the worker's consumer, local folder for the bucket). All jobs are
@@ -36,7 +39,15 @@ PROMPTS = ["一件红色的丝绸连衣裙，白色纽扣，摄影棚照片", "a
 PER_IMAGE_STAGES = ["tokenize", "text_encoder", "vae", "upscale", "mark", "encode"]
 
 
-def config(output_dir: Path, port: int, max_batch: int) -> str:
+def part_providers(providers: str) -> str:
+    """`upscaler=openvino,unet=openvino` → the TOML inline table of `worker.part_providers`."""
+    if providers == "cpu":
+        return "{}"
+    pairs = [pair.split("=", 1) for pair in providers.split(",")]
+    return "{ " + ", ".join(f'{part} = "{provider}"' for part, provider in pairs) + " }"
+
+
+def config(output_dir: Path, port: int, max_batch: int, providers: str) -> str:
     key_hash = subprocess.run([SCHEDULER, "hash-key", API_KEY], check=True, capture_output=True, text=True)
     return f"""
 [standalone]
@@ -53,6 +64,7 @@ height = 256
 threads = 2
 max_batch = {max_batch}
 batch_window_ms = 20
+part_providers = {part_providers(providers)}
 [worker.models]
 table6 = "{MODEL}"
 [[tenants]]
@@ -76,12 +88,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_backlog(jobs: int, steps: int, max_batch: int, work: Path) -> dict:
+def run_backlog(jobs: int, steps: int, max_batch: int, providers: str, work: Path) -> dict:
     """One standalone fleet, one request of `jobs` images; returns its event-log measurements."""
     port = free_port()
-    config_path = work / f"batch-{max_batch}.toml"
-    config_path.write_text(config(work / f"out-{max_batch}", port, max_batch))
-    log = open(work / f"batch-{max_batch}.log", "w")
+    name = f"batch-{max_batch}-{providers.replace('=', '-').replace(',', '_')}"
+    config_path = work / f"{name}.toml"
+    config_path.write_text(config(work / f"out-{name}", port, max_batch, providers))
+    log = open(work / f"{name}.log", "w")
     fleet = subprocess.Popen([SCHEDULER, "standalone", "--config", config_path],
                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAPID_LOG": "info"})
     try:
@@ -92,7 +105,7 @@ def run_backlog(jobs: int, steps: int, max_batch: int, work: Path) -> dict:
                 break
             except OSError:
                 if fleet.poll() is not None or time.time() > deadline:
-                    sys.exit(f"the standalone fleet did not start; see {work / f'batch-{max_batch}.log'}")
+                    sys.exit(f"the standalone fleet did not start; see {work / f'{name}.log'}")
                 time.sleep(1)
         per_prompt = jobs // len(PROMPTS)
         body = {"prompts": PROMPTS, "images_per_prompt": per_prompt, "steps": steps, "seed": 1,
@@ -116,6 +129,7 @@ def run_backlog(jobs: int, steps: int, max_batch: int, work: Path) -> dict:
     timings = [dict(e["timings_ms"]) for e in succeeded]
     seconds = (finished - started) / 1e3
     return {
+        "providers": providers,
         "max_batch": max_batch,
         "jobs": len(succeeded),
         "batch_sizes": sorted(j["batch_size"] for j in view["jobs"]),
@@ -136,25 +150,35 @@ def extrapolate(run: dict, calls: int) -> float:
     return 3600e3 / per_image_ms
 
 
-def write_results(runs: list, args, generated=None) -> None:
+def this_machine() -> tuple:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = open("/proc/cpuinfo").read()
+    return cpu, "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def write_results(runs: list, args, generated=None, machine=None) -> None:
+    """`generated` and `machine` are given when rewriting a saved run, which may come from another machine."""
     calls_measured, calls_full = args.steps + 1, 51  # PNDM: N steps are N + 1 U-Net calls
-    off, on = runs
     rows = []
     for run in runs:
         rows.append(
-            f"| {run['max_batch']} | {run['jobs']} | {run['batch_sizes']} | {run['load_average_after']} | {run['seconds']:.1f} | "
+            f"| {run.get('providers', 'cpu')} | {run['max_batch']} | {run['jobs']} | {run['batch_sizes']} | {run['load_average_after']} | {run['seconds']:.1f} | "
             f"{run['images_per_hour']:.1f} | {run['unet_call_ms_per_image']:.0f} | "
             f"{sum(run['per_image_ms'].values()):.0f} | {extrapolate(run, calls_full):.1f} |")
-    gain = on["images_per_hour"] / off["images_per_hour"]
-    gain_full = extrapolate(on, calls_full) / extrapolate(off, calls_full)
-    unet_gain = off["unet_call_ms_per_image"] / on["unet_call_ms_per_image"]
+    gains = []
+    for index in range(0, len(runs), 2):
+        off, on = runs[index:index + 2]
+        gain = on["images_per_hour"] / off["images_per_hour"]
+        gain_full = extrapolate(on, calls_full) / extrapolate(off, calls_full)
+        unet_gain = off["unet_call_ms_per_image"] / on["unet_call_ms_per_image"]
+        gains.append(f"- `{off.get('providers', 'cpu')}`: batching on / off **{gain:.2f}×** images per hour at "
+                     f"{args.steps} steps (measured), **{gain_full:.2f}×** at 50 steps (extrapolated); the U-Net "
+                     f"alone does **{unet_gain:.2f}×** more image-steps per second batched.")
     generated = generated or time.strftime('%Y-%m-%d %H:%M')
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    cpu, isa = machine or this_machine()
     text = f"""# Throughput: one worker under a steady backlog, cross-request batching off and on
 
-Generated by `python3 deploy/bench/throughput.py --jobs {args.jobs} --steps {args.steps}` on {generated} UTC.
+Generated by `python3 deploy/bench/throughput.py --jobs {args.jobs} --steps {args.steps} --providers {' '.join(args.providers)}` on {generated} UTC.
 Machine: {cpu} ({isa}), {os.cpu_count()} cores, Python {platform.python_version()}, worker `threads = 2`.
 Model: the paper's Table 6 model with **random weights** (`deploy/export/export_table6.py`), 256 → 1024 px
 with ESRGAN, PNDM, guidance 7.5, PNG. Each mode is one `rapid-scheduler standalone` process (the real
@@ -165,19 +189,18 @@ The backlog runs **{args.steps} steps ({calls_measured} U-Net calls)** per image
 {args.jobs} images takes about an hour here. The last column extrapolates to 50 steps (51 calls) with
 the same run's per-image stage times and U-Net time per image per call.
 
-| max_batch | images | batch sizes | load after | backlog time (s) | images/hour ({args.steps} steps, measured) | U-Net ms per image per call | other stages ms per image | images/hour (50 steps, extrapolated) |
-|---:|---:|---|---:|---:|---:|---:|---:|---:|
+| providers | max_batch | images | batch sizes | load after | backlog time (s) | images/hour ({args.steps} steps, measured) | U-Net ms per image per call | other stages ms per image | images/hour (50 steps, extrapolated) |
+|---|---:|---:|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-Batching on / off: **{gain:.2f}×** images per hour at {args.steps} steps (measured), **{gain_full:.2f}×** at 50 steps
-(extrapolated); the U-Net alone does **{unet_gain:.2f}×** more image-steps per second batched.
+{chr(10).join(gains)}
 """
     notes = ROOT / "deploy/bench/THROUGHPUT-NOTES.md"
     if notes.exists():
         text += "\n" + notes.read_text()
     (ROOT / "deploy/bench/THROUGHPUT.md").write_text(text)
     (ROOT / "deploy/bench/throughput.json").write_text(json.dumps(
-        {"steps": args.steps, "jobs": args.jobs, "machine": cpu, "isa": isa, "generated": generated, "runs": runs}, indent=2) + "\n")
+        {"steps": args.steps, "jobs": args.jobs, "providers": args.providers, "machine": cpu, "isa": isa, "generated": generated, "runs": runs}, indent=2) + "\n")
     print(text)
 
 
@@ -185,23 +208,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--jobs", type=int, default=4, help="images in the backlog (even; one batch when on)")
     parser.add_argument("--steps", type=int, default=10, help="PNDM steps per image in the backlog")
+    parser.add_argument("--providers", nargs="+", default=["cpu"],
+                        help="worker provider mixes to compare: cpu, or PART=PROVIDER[,PART=PROVIDER]")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite THROUGHPUT.md from throughput.json (after editing THROUGHPUT-NOTES.md)")
     args = parser.parse_args()
     if args.report_only:
         saved = json.loads((ROOT / "deploy/bench/throughput.json").read_text())
-        args.steps, args.jobs = saved["steps"], saved["jobs"]
-        write_results(saved["runs"], args, saved.get("generated"))
+        args.steps, args.jobs, args.providers = saved["steps"], saved["jobs"], saved.get("providers", ["cpu"])
+        write_results(saved["runs"], args, saved.get("generated"), (saved["machine"], saved["isa"]))
         return
     if not (MODEL / "unet/model.onnx").exists():
         sys.exit(f"{MODEL} is missing: run `make fixtures-env` and "
                  "`.venv-fixtures/bin/python deploy/export/export_table6.py` first")
     if not SCHEDULER.exists():
         sys.exit(f"{SCHEDULER} is missing: run `cargo build --release -p rapid-scheduler -p rapid-worker`")
+    if any("openvino" in providers for providers in args.providers) and \
+            not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
+        sys.exit("an openvino mix needs the OpenVINO build of ONNX Runtime: run `bash deploy/setup.sh --openvino`")
     if args.jobs < 2 or args.jobs % len(PROMPTS):
         sys.exit(f"--jobs must be an even number ≥ 2 (got {args.jobs})")
     with tempfile.TemporaryDirectory(prefix="rapid-throughput-") as work:
-        runs = [run_backlog(args.jobs, args.steps, max_batch, Path(work)) for max_batch in (1, args.jobs)]
+        runs = [run_backlog(args.jobs, args.steps, max_batch, providers, Path(work))
+                for providers in args.providers for max_batch in (1, args.jobs)]
     write_results(runs, args)
 
 

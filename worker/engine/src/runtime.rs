@@ -130,8 +130,8 @@ fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'sta
 /// Which execution provider runs each part: one for every part, optionally overridden per part.
 ///
 /// Per part because the fastest provider differs by part: on AVX-512 CPUs OpenVINO runs ESRGAN
-/// 1.15–1.2× faster than the CPU provider but the VAE slower, so ESRGAN alone on OpenVINO is the
-/// fastest mix measured (deploy/bench/SESSION.md). Every library has the CPU provider, so `cpu`
+/// 1.15–1.2× faster than the CPU provider but the VAE slower, and on a Zen 5 its warm U-Net was 7%
+/// faster (deploy/bench/SESSION.md, THROUGHPUT.md). Every library has the CPU provider, so `cpu`
 /// mixes with anything; the others must share a library.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Providers {
