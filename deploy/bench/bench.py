@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model, isa
+
 THREADS = 2
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))
@@ -206,10 +208,7 @@ def versions():
     import torch
 
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    flags = open("/proc/cpuinfo").read()
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
+    return {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "numpy": np.__version__, "rustc": rustc}
 

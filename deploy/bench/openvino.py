@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model, isa
+
 import numpy as np
 import onnxruntime as ort
 
@@ -90,8 +92,7 @@ def main():
             for state in ["cold", "warm"]:
                 name = f"openvino, cache {state}"
                 results[part][name], _ = timed(part, name, feed, 1, cached)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "onnxruntime": ort.__version__, "calls": args.calls,
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "onnxruntime": ort.__version__, "calls": args.calls,
               "model": "Table 6, random weights", "threads": 2, "results": results}
     out = ROOT / "deploy/bench/openvino.json"
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model, isa
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / ".cache/models/table6"
 BINARY = ROOT / "target/release/rapid-worker"
@@ -85,10 +87,8 @@ def main():
                       "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
     results = {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in STAGES}
                for name, name_runs in runs.items()}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512": " avx512f" in flags, "commit": commit.strip(),
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "avx512": isa() == "AVX-512", "commit": commit.strip(),
               "model": "Table 6, random weights", "threads": 2, "steps": args.steps, "rounds": args.rounds,
               "unit": "ms", "results": results, "runs": runs}
     out = ROOT / "deploy/bench/providers.json"

@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine import cpu_model
+
 import numpy as np
 from PIL import Image
 
@@ -264,7 +266,7 @@ def smallest_dpm_steps(rows, karras):
 
 
 def machine_and_versions(binary):
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_model()
     lib = Path(os.environ.get("ORT_DYLIB_PATH", ROOT / ".cache/onnxruntime/cpu/libonnxruntime.so")).resolve()
     git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True)

@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import cpu_model, isa
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
@@ -177,10 +179,7 @@ def time_tilings(tilings, calls, side=256):
 
 
 def machine():
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "python": platform.python_version(),
             "onnxruntime": ort.__version__, "numpy": np.__version__}
 
 

@@ -1,0 +1,14 @@
+"""What every benchmark file records about the CPU it ran on. Standard library only, so each bench
+script can import it whichever virtual environment runs it (the script's folder is on sys.path)."""
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+
+
+def isa() -> str:
+    """The widest vector extension ONNX Runtime's kernels pick from: it decides which results compare."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
