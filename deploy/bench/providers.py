@@ -5,7 +5,8 @@ Table 6 model (random weights), 256 → 1024 px, 2 threads, with `rapid-worker g
 under each configuration below: every part on ONNX Runtime's CPU provider (its own library), every
 part on OpenVINO, and the CPU provider with only ESRGAN on OpenVINO (`--part-provider
 upscaler=openvino`, both from the `onnxruntime-openvino` library), each with ESRGAN in 128-px tiles
-and whole. Configurations take turns round by round, so a slow minute on this shared machine hits
+and whole; and the U-Net and ESRGAN on OpenVINO, the mix that serves a backlog fastest
+(THROUGHPUT.md). Configurations take turns round by round, so a slow minute on this shared machine hits
 them all alike; medians are reported.
 
 One process per image, as a restarted worker would be: each run pays session creation and every
@@ -45,6 +46,7 @@ CONFIGURATIONS = {
     "openvino, whole": ["--execution-provider", "openvino"] + WHOLE,
     "cpu + openvino upscaler": UPSCALER_ON_OPENVINO,
     "cpu + openvino upscaler, whole": UPSCALER_ON_OPENVINO + WHOLE,
+    "cpu + openvino unet and upscaler": ["--part-provider", "unet=openvino"] + UPSCALER_ON_OPENVINO,
 }
 
 
