@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_model, isa
+from worker_run import MODEL, PROMPT, build, generate, pipeline_ms
 
 THREADS = 2
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
@@ -44,10 +45,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))
 import numpy as np  # noqa: E402  (after the thread variables, which numpy reads at import)
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / ".cache/models/table6"
-PROMPT = "一件红色的丝绸连衣裙，白色纽扣，摄影棚照片"
 STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "mark_encode", "total"]
-PIPELINE_KEYS = ["tokenize", "text_encoder", "unet_total", "vae", "upscale", "mark", "encode"]
 
 
 def timed(fn, repeats=1):
@@ -116,23 +114,18 @@ def mark_and_encode(image_u8):
 
 
 def worker(repeats, steps, extra_args):
-    binary = ROOT / "target/release/rapid-worker"
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
+    build()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            timings = Path(tmp) / f"t{i}.json"
-            subprocess.run([str(binary), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
-                            "--seed", "1", "--threads", str(THREADS), "--timings", str(timings),
-                            "--out", str(Path(tmp) / f"x{i}.png"), *extra_args], check=True, stdout=subprocess.DEVNULL)
-            runs.append(json.loads(timings.read_text()))
+            runs.append(generate(steps, THREADS, Path(tmp), extra_args)[0])
             print(f"worker run {i + 1}/{repeats}: {runs[-1]['total'] / 1e3:.1f} s", flush=True)
     median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
         "text_encoder": median("text_encoder"), "unet_per_step": median("unet_per_step"), "vae": median("vae"),
         "upscale": median("upscale"), "mark_encode": statistics.median(r["mark"] + r["encode"] for r in runs),
         # Like the peers' totals: the generation itself, model loading excluded.
-        "total": statistics.median(sum(r[k] for k in PIPELINE_KEYS) for r in runs),
+        "total": statistics.median(pipeline_ms(r) for r in runs),
         "command_total": median("total"), "runs": runs,
     }
 
@@ -248,7 +241,7 @@ def main():
             print(f"GEMM: {json.dumps({k: round(v) for k, v in rates.items()})} GFLOP/s", flush=True)
             (out / "results.json").write_text(json.dumps(saved, indent=2))
         worker_runs = saved["results"]["worker"]["runs"]
-        saved["results"]["worker"]["total"] = statistics.median(sum(r[k] for k in PIPELINE_KEYS) for r in worker_runs)
+        saved["results"]["worker"]["total"] = statistics.median(pipeline_ms(r) for r in worker_runs)
         saved["results"]["worker"]["command_total"] = statistics.median(r["total"] for r in worker_runs)
         write_report(out, saved, len(worker_runs), args.peer_calls, saved.get("minutes", 0))
         return

@@ -28,13 +28,9 @@ import time
 from pathlib import Path
 
 from machine import cpu_model, isa
+from worker_run import MODEL, ROOT, build, generate, pipeline_ms
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / ".cache/models/table6"
-BINARY = ROOT / "target/release/rapid-worker"
-PROMPT = "一件红色的丝绸连衣裙，白色纽扣，摄影棚照片"
 STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "load", "total"]
-PIPELINE_KEYS = ["tokenize", "text_encoder", "unet_total", "vae", "upscale", "mark", "encode"]
 UPSCALER_ON_OPENVINO = ["--part-provider", "upscaler=openvino"]
 WHOLE = ["--tile-size", "0"]
 
@@ -51,16 +47,9 @@ CONFIGURATIONS = {
 
 
 def run_once(arguments, steps, tmp):
-    timings = Path(tmp) / "timings.json"
-    started = time.perf_counter()
-    subprocess.run([str(BINARY), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
-                    "--seed", "1", "--threads", "2", "--timings", str(timings), "--out", str(Path(tmp) / "x.png"),
-                    *arguments], check=True, stdout=subprocess.DEVNULL)
-    wall_ms = (time.perf_counter() - started) * 1e3
-    stages = json.loads(timings.read_text())
-    pipeline = sum(stages[key] for key in PIPELINE_KEYS)
+    stages, wall_ms = generate(steps, 2, Path(tmp), arguments)
     return {"text_encoder": stages["text_encoder"], "unet_per_step": stages["unet_per_step"], "vae": stages["vae"],
-            "upscale": stages["upscale"], "load": wall_ms - pipeline, "total": wall_ms}
+            "upscale": stages["upscale"], "load": wall_ms - pipeline_ms(stages), "total": wall_ms}
 
 
 def main():
@@ -73,7 +62,7 @@ def main():
                  "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
     if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
         sys.exit("providers.py: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
+    build()
     lock = open("/tmp/rapid-bench.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     runs = {}
