@@ -49,7 +49,7 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..standalone.workers.max(1) {
-        let engines = tokio::task::block_in_place(|| Engines::load(&runtime, &worker.models, worker.tiling()))?;
+        let engines = tokio::task::block_in_place(|| Engines::start(&runtime, &worker))?;
         let consumer = JobConsumer {
             queue: queue.clone(),
             state: state.clone(),

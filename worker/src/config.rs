@@ -127,6 +127,10 @@ pub struct WorkerConfig {
     /// Context pixels around each ESRGAN tile, computed and thrown away so that seams do not show.
     #[serde(default = "default_upscale_tile_overlap")]
     pub upscale_tile_overlap: usize,
+    /// Run every model once at start-up, before taking jobs, so that the first job does not pay
+    /// for ONNX Runtime's first-call planning (or OpenVINO's graph compilation).
+    #[serde(default = "default_warm_up")]
+    pub warm_up: bool,
 }
 
 impl WorkerConfig {
@@ -192,6 +196,9 @@ fn default_upscale_tile() -> usize {
 fn default_upscale_tile_overlap() -> usize {
     Tiling::default().overlap
 }
+fn default_warm_up() -> bool {
+    true
+}
 fn default_prefetch() -> u16 {
     1
 }
@@ -249,6 +256,12 @@ mod tests {
         let options = mixed.runtime_options().unwrap();
         assert_eq!(options.providers.for_part(Part::Upscaler), ExecutionProvider::OpenVino);
         assert_eq!(options.providers.for_part(Part::Unet), ExecutionProvider::Cpu);
+    }
+
+    #[test]
+    fn workers_warm_up_unless_told_not_to() {
+        assert!(worker_section("").warm_up, "warming up is the default");
+        assert!(!worker_section("warm_up = false").warm_up);
     }
 
     #[test]

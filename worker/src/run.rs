@@ -26,9 +26,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let file: WorkerFile = config::load(&args.config)?;
     let options = file.worker.runtime_options()?;
     let runtime = Runtime::new(&options)?;
-    // Models load before the first connection: a broken model directory stops the worker here.
-    let engines = Engines::load(&runtime, &file.worker.models, file.worker.tiling())?;
-    tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models loaded");
+    // Models load (and warm up) before the first connection: a broken model directory stops the
+    // worker here, and the broker sees no consumer until the first job can run at full speed.
+    let engines = Engines::start(&runtime, &file.worker)?;
+    tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models ready");
 
     // The engine runs on blocking threads; the async side only does I/O.
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
@@ -13,6 +14,8 @@ use rapid_engine::pipeline::{BatchKey, Generated, GenerationRequest, Pipeline, P
 use rapid_engine::runtime::Runtime;
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use rapid_proto::Job;
+
+use crate::config::WorkerConfig;
 
 /// Why a job did not produce an image; decides ack, retry or dead-letter.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +75,34 @@ impl Engines {
     /// Loads every model now, so a broken model directory stops the worker at start-up instead
     /// of failing jobs one by one.
     /// Every job's image is upscaled in `tiling`.
-    pub fn load(runtime: &Runtime, models: &BTreeMap<String, PathBuf>, tiling: Tiling) -> Result<Self, EngineError> {
+    fn load(runtime: &Runtime, models: &BTreeMap<String, PathBuf>, tiling: Tiling) -> Result<Self, EngineError> {
         let pipelines = models
             .iter()
             .map(|(name, dir)| Pipeline::load(runtime, dir).map(|pipeline| (name.clone(), pipeline)))
             .collect::<Result<_, _>>()?;
         Ok(Self { pipelines, tiling })
+    }
+
+    /// What a worker does at start-up: loads the configured models and, unless `warm_up = false`,
+    /// runs each once (see [`Engines::warm_up`]).
+    pub fn start(runtime: &Runtime, config: &WorkerConfig) -> Result<Self, EngineError> {
+        let mut engines = Self::load(runtime, &config.models, config.tiling())?;
+        if config.warm_up {
+            engines.warm_up()?;
+        }
+        Ok(engines)
+    }
+
+    /// Runs every model once on a default job's shapes, so the first real job does not pay for
+    /// ONNX Runtime's first-call planning or OpenVINO's compilation
+    /// ([`Pipeline::warm_up`]). A failure here is a model that cannot run at all.
+    pub fn warm_up(&mut self) -> Result<(), EngineError> {
+        for (name, pipeline) in &mut self.pipelines {
+            let started = Instant::now();
+            pipeline.warm_up(self.tiling)?;
+            tracing::info!(model = %name, elapsed_ms = started.elapsed().as_millis() as u64, "warmed up");
+        }
+        Ok(())
     }
 
     pub fn models(&self) -> impl Iterator<Item = &str> {

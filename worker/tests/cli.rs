@@ -63,10 +63,41 @@ fn generates_a_marked_png_with_timings() {
     let decoded = image::open(&out).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (256, 256));
     let timings: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&timings).unwrap()).unwrap();
-    for key in ["tokenize", "text_encoder", "unet_total", "unet_per_step", "vae", "upscale", "mark", "encode", "total"]
-    {
+    for key in [
+        "tokenize",
+        "text_encoder",
+        "unet_total",
+        "unet_per_step",
+        "vae",
+        "upscale",
+        "mark",
+        "encode",
+        "warm_up",
+        "total",
+    ] {
         assert!(timings[key].as_f64().is_some_and(|ms| ms >= 0.0), "timings lack `{key}`: {timings}");
     }
+}
+
+#[test]
+fn warming_up_changes_the_timings_not_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = clip_model();
+    let run = |name: &str, extra: &[&str]| {
+        let (out, timings) = (dir.path().join(format!("{name}.png")), dir.path().join(format!("{name}.json")));
+        let mut args = vec!["--model", model.to_str().unwrap(), "--prompt", "a red silk dress", "--steps", "4"];
+        args.extend(["--out", out.to_str().unwrap(), "--timings", timings.to_str().unwrap()]);
+        args.extend(extra);
+        let result = generate(&args);
+        assert!(result.status.success(), "stderr: {}", String::from_utf8_lossy(&result.stderr));
+        let timings: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&timings).unwrap()).unwrap();
+        (std::fs::read(&out).unwrap(), timings["warm_up"].as_f64().unwrap())
+    };
+    let (cold_png, cold_warm_up) = run("cold", &[]);
+    let (warm_png, warm_up) = run("warm", &["--warm-up"]);
+    assert_eq!(cold_warm_up, 0.0, "no warm-up was asked for");
+    assert!(warm_up > 0.0, "--warm-up ran nothing");
+    assert!(cold_png == warm_png, "--warm-up changed the image");
 }
 
 #[test]

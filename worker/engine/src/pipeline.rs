@@ -264,6 +264,29 @@ impl Pipeline {
         (w * self.vae.spatial_factor(), h * self.vae.spatial_factor())
     }
 
+    /// Runs every part once on the shapes a default job has (the model's default size, guidance on,
+    /// one image, the upscaler in `tiling`) and throws the image away.
+    ///
+    /// A session's first call with a shape is slower than the rest: ONNX Runtime's CPU provider
+    /// plans its memory then (a Table 6 U-Net call: 1.31 s against 0.98 s warm) and OpenVINO
+    /// compiles its graph (4.65 s against 0.91 s; deploy/bench/SESSION.md). A long-running worker
+    /// pays that here, before it takes a job, instead of in its first job's latency. Other sizes
+    /// and batches still pay it on their own first call.
+    pub fn warm_up(&mut self, tiling: Tiling) -> Result<()> {
+        // One DDIM step: any sampler makes the same part calls, and DDIM accepts a single step.
+        let request =
+            GenerationRequest { steps: 1, sampler: SamplerKind::Ddim, upscale: false, ..GenerationRequest::new("") };
+        self.generate(&request, &mut |_| ControlFlow::Continue(()))?;
+        // The cache is for jobs' prompts; the warm-up's empty pair would only take a slot.
+        self.prompt_cache.pop(&(request.prompt, request.negative_prompt, true));
+        // One call per tile shape, not a whole upscale: the default tiles of an image share one.
+        let (width, height) = self.default_size();
+        match self.upscaler.as_mut() {
+            Some(upscaler) => upscaler.warm_up(height, width, tiling),
+            None => Ok(()),
+        }
+    }
+
     /// Generates one image; the same as a batch of one.
     pub fn generate(
         &mut self,

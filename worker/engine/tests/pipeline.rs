@@ -119,6 +119,25 @@ fn repeated_prompts_reuse_their_encoding_and_nothing_else() {
 }
 
 #[test]
+fn warming_up_changes_no_image_and_caches_no_prompt() {
+    let runtime = runtime();
+    let dir = repo().join("tests/fixtures/models/tiny-sd-clip");
+    let mut warmed = Pipeline::load(&runtime, &dir).unwrap();
+    warmed.warm_up(Tiling::default()).unwrap();
+    let mut request = GenerationRequest::new("a red silk dress");
+    request.steps = 3;
+    let after_warm_up = warmed.generate(&request, &mut no_progress()).unwrap();
+    assert!(after_warm_up.upscaled);
+    let cold = Pipeline::load(&runtime, &dir).unwrap().generate(&request, &mut no_progress()).unwrap();
+    assert_eq!(after_warm_up.image, cold.image, "a warmed-up pipeline must give the image a cold one gives");
+
+    // The warm-up's own prompts (both empty) must not sit in the cache.
+    let empty = GenerationRequest { steps: 1, upscale: false, ..GenerationRequest::new("") };
+    let generated = warmed.generate(&empty, &mut no_progress()).unwrap();
+    assert!(generated.timings.text_encoder > 0.0, "the warm-up left its prompts in the cache");
+}
+
+#[test]
 fn cancelling_stops_between_steps() {
     let runtime = runtime();
     let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip")).unwrap();

@@ -5,9 +5,11 @@
 //! (FIELD-NOTES.md). Each tile is run with `overlap` extra input pixels on every side and only its
 //! core is kept, so the seams see almost the context the whole image would give them.
 
+use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::Path;
 
-use ndarray::{s, Array3, ArrayView3};
+use ndarray::{s, Array3, Array4, ArrayView3, ArrayView4, Axis};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
@@ -67,35 +69,110 @@ impl Upscaler {
         let (channels, height, width) = image.dim();
         let scale = self.scale;
         let mut result = Array3::<f32>::zeros((channels, height * scale, width * scale));
-        let tile = if tiling.tile == 0 { height.max(width) } else { tiling.tile };
-        for y0 in (0..height).step_by(tile) {
-            for x0 in (0..width).step_by(tile) {
-                let (y1, x1) = ((y0 + tile).min(height), (x0 + tile).min(width));
-                let (in_y0, in_x0) = (y0.saturating_sub(tiling.overlap), x0.saturating_sub(tiling.overlap));
-                let (in_y1, in_x1) = ((y1 + tiling.overlap).min(height), (x1 + tiling.overlap).min(width));
-                let patch = image.slice(s![.., in_y0..in_y1, in_x0..in_x1]).to_owned().insert_axis(ndarray::Axis(0));
-                let fail = |e: ort::Error| EngineError::inference("upscaler", e);
-                let outputs = self
-                    .session
-                    .run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(patch.view()).map_err(fail)?])
-                    .map_err(fail)?;
-                let up = outputs[self.output_name.as_str()].try_extract_array::<f32>().map_err(fail)?;
-                let expected = [1, channels, (in_y1 - in_y0) * scale, (in_x1 - in_x0) * scale];
-                if up.shape() != expected {
-                    return Err(EngineError::inference(
-                        "upscaler",
-                        format!("output shape {:?}, expected {expected:?} (the upscaler must be ×{scale})", up.shape()),
-                    ));
-                }
+        for patch in patches(height, width, tiling) {
+            let input = image.slice(s![.., patch.input_y.clone(), patch.input_x.clone()]).to_owned();
+            let (top, left) = (patch.input_y.start, patch.input_x.start);
+            // The core is copied straight out of ONNX Runtime's output buffer.
+            self.run(input.insert_axis(Axis(0)).view(), &mut |up| {
                 let core = up.slice(s![
                     0,
                     ..,
-                    (y0 - in_y0) * scale..(y1 - in_y0) * scale,
-                    (x0 - in_x0) * scale..(x1 - in_x0) * scale
+                    (patch.core_y.start - top) * scale..(patch.core_y.end - top) * scale,
+                    (patch.core_x.start - left) * scale..(patch.core_x.end - left) * scale
                 ]);
-                result.slice_mut(s![.., y0 * scale..y1 * scale, x0 * scale..x1 * scale]).assign(&core);
-            }
+                let (y, x) = (&patch.core_y, &patch.core_x);
+                result.slice_mut(s![.., y.start * scale..y.end * scale, x.start * scale..x.end * scale]).assign(&core);
+            })?;
         }
         Ok(result)
+    }
+
+    /// Runs the network once on every input shape that upscaling a `height`×`width` image in
+    /// `tiling` feeds it (one shape for the default 128-px tiles of a 256-px image), on zeros: a
+    /// session's first call with a shape is its slow one (Pipeline::warm_up).
+    pub fn warm_up(&mut self, height: usize, width: usize, tiling: Tiling) -> Result<()> {
+        let shapes: BTreeSet<(usize, usize)> =
+            patches(height, width, tiling).map(|p| (p.input_y.len(), p.input_x.len())).collect();
+        for (h, w) in shapes {
+            self.run(Array4::<f32>::zeros((1, 3, h, w)).view(), &mut |_| {})?;
+        }
+        Ok(())
+    }
+
+    /// One call on a `[1, 3, h, w]` input; its output, checked to be ×`scale`, goes to `consume`.
+    fn run(&mut self, input: ArrayView4<f32>, consume: &mut dyn FnMut(ArrayView4<f32>)) -> Result<()> {
+        let fail = |e: ort::Error| EngineError::inference("upscaler", e);
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(input).map_err(fail)?])
+            .map_err(fail)?;
+        let up = outputs[self.output_name.as_str()].try_extract_array::<f32>().map_err(fail)?;
+        let (_, channels, h, w) = input.dim();
+        let expected = [1, channels, h * self.scale, w * self.scale];
+        if up.shape() != expected {
+            return Err(EngineError::inference(
+                "upscaler",
+                format!("output shape {:?}, expected {expected:?} (the upscaler must be ×{})", up.shape(), self.scale),
+            ));
+        }
+        consume(up.into_dimensionality().expect("rank checked above"));
+        Ok(())
+    }
+}
+
+/// One tile, in input pixels: the region run through the network (core plus context, clipped to
+/// the image) and the core kept from its output.
+struct Patch {
+    input_y: Range<usize>,
+    input_x: Range<usize>,
+    core_y: Range<usize>,
+    core_x: Range<usize>,
+}
+
+/// The tiles covering a `height`×`width` image, row by row.
+fn patches(height: usize, width: usize, tiling: Tiling) -> impl Iterator<Item = Patch> {
+    let tile = if tiling.tile == 0 { height.max(width) } else { tiling.tile };
+    (0..height).step_by(tile.max(1)).flat_map(move |y0| {
+        (0..width).step_by(tile.max(1)).map(move |x0| {
+            let (y1, x1) = ((y0 + tile).min(height), (x0 + tile).min(width));
+            Patch {
+                input_y: y0.saturating_sub(tiling.overlap)..(y1 + tiling.overlap).min(height),
+                input_x: x0.saturating_sub(tiling.overlap)..(x1 + tiling.overlap).min(width),
+                core_y: y0..y1,
+                core_x: x0..x1,
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_cores_cover_the_image_once() {
+        for (height, width, tiling) in [
+            (256, 256, Tiling::default()),
+            (200, 72, Tiling { tile: 64, overlap: 16 }),
+            (40, 56, Tiling { tile: 0, overlap: 8 }),
+        ] {
+            let mut seen = vec![0u8; height * width];
+            for patch in patches(height, width, tiling) {
+                assert!(patch.input_y.start <= patch.core_y.start && patch.core_y.end <= patch.input_y.end);
+                assert!(patch.input_x.start <= patch.core_x.start && patch.core_x.end <= patch.input_x.end);
+                assert!(patch.input_y.end <= height && patch.input_x.end <= width);
+                for y in patch.core_y.clone() {
+                    patch.core_x.clone().for_each(|x| seen[y * width + x] += 1);
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{height}×{width} {tiling:?}: a pixel is covered 0 or 2+ times");
+        }
+    }
+
+    #[test]
+    fn the_default_tiles_of_a_256_px_image_share_one_input_shape() {
+        let shapes: BTreeSet<_> =
+            patches(256, 256, Tiling::default()).map(|p| (p.input_y.len(), p.input_x.len())).collect();
+        assert_eq!(shapes.into_iter().collect::<Vec<_>>(), [(136, 136)], "so a warm-up needs one call");
     }
 }
