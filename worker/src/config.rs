@@ -97,6 +97,8 @@ pub struct WorkerConfig {
     pub part_providers: BTreeMap<String, String>,
     /// Threads per ONNX Runtime operator; absent = every core.
     pub threads: Option<usize>,
+    /// Folder for the CPU provider's optimized graphs, reused by the next start; absent = none.
+    pub session_cache_dir: Option<PathBuf>,
     /// Unacknowledged jobs the broker hands one worker at a time.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
@@ -148,7 +150,12 @@ impl WorkerConfig {
             let part: Part = part.parse().map_err(error(key.clone()))?;
             providers = providers.with(part, provider.parse().map_err(error(key))?);
         }
-        Ok(RuntimeOptions { providers, library: None, intra_threads: self.threads })
+        Ok(RuntimeOptions {
+            providers,
+            library: None,
+            intra_threads: self.threads,
+            session_cache: self.session_cache_dir.clone(),
+        })
     }
 }
 

@@ -91,6 +91,10 @@ pub struct GenerateArgs {
     /// Threads per ONNX Runtime operator (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep the CPU provider's optimized graphs in this folder, so the next start loads them
+    /// instead of optimizing again (about a copy of each model's weights on disk).
+    #[arg(long)]
+    session_cache: Option<PathBuf>,
     #[arg(long)]
     out: PathBuf,
 }
@@ -155,7 +159,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .part_provider
         .iter()
         .fold(Providers::all(args.execution_provider), |providers, &(part, provider)| providers.with(part, provider));
-    let runtime = Runtime::new(&RuntimeOptions { providers, library: None, intra_threads: args.threads })?;
+    let runtime = Runtime::new(&RuntimeOptions {
+        providers,
+        library: None,
+        intra_threads: args.threads,
+        session_cache: args.session_cache.clone(),
+    })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let warm_up_ms = if args.warm_up {
         let started = Instant::now();

@@ -13,4 +13,5 @@ pub mod parts;
 pub mod pipeline;
 pub mod runtime;
 pub mod samplers;
+pub mod session_cache;
 pub mod tokenizer;

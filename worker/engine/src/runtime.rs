@@ -13,11 +13,12 @@ use std::sync::Mutex;
 
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProviderDispatch};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::attention;
 use crate::error::{EngineError, Result};
+use crate::session_cache::{SessionCache, WEIGHTS};
 
 /// Where ONNX Runtime executes the graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,13 +204,18 @@ pub struct RuntimeOptions {
     pub library: Option<PathBuf>,
     /// Threads inside one operator; `None` lets ONNX Runtime use every core.
     pub intra_threads: Option<usize>,
+    /// Where CPU-provider sessions keep their optimized graphs between starts
+    /// (`crate::session_cache`); `None` optimizes at every start.
+    pub session_cache: Option<PathBuf>,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
 pub struct Runtime {
     environment: Environment,
+    library: PathBuf,
     providers: Providers,
     intra_threads: Option<usize>,
+    session_cache: Option<SessionCache>,
 }
 
 impl Runtime {
@@ -221,8 +227,15 @@ impl Runtime {
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| default_library(flavour));
-        let environment = shared_environment(path)?;
-        Ok(Self { environment, providers: options.providers.clone(), intra_threads: options.intra_threads })
+        let environment = shared_environment(path.clone())?;
+        let session_cache = options.session_cache.as_deref().map(SessionCache::open).transpose()?;
+        Ok(Self {
+            environment,
+            library: path,
+            providers: options.providers.clone(),
+            intra_threads: options.intra_threads,
+            session_cache,
+        })
     }
 
     /// Builds a session for one ONNX file, on the provider chosen for `part`. Called once per
@@ -234,10 +247,79 @@ impl Runtime {
                 hint: "the model directory needs this part (see DESIGN.md, \"Model directory\")",
             });
         }
+        // Only the CPU provider's optimizations are saved: OpenVINO compiles its own graph after
+        // ONNX Runtime's pass (and its cache_dir did not shorten loading), and the GPU providers'
+        // fused graphs are not timed here.
+        match &self.session_cache {
+            Some(cache) if self.providers.for_part(part) == ExecutionProvider::Cpu => {
+                self.cached_session(cache, path, part)
+            }
+            _ => commit(self.builder(path, part, GraphOptimizationLevel::All)?, path),
+        }
+    }
+
+    /// Loads the saved optimized graph of `path` when the cache has one for this library and CPU;
+    /// otherwise optimizes as usual and saves the result. The cache only ever costs a warning:
+    /// an entry that cannot be read or written leaves the session built the ordinary way.
+    fn cached_session(&self, cache: &SessionCache, path: &Path, part: Part) -> Result<Session> {
+        let entry = match cache.entry(path, &self.library) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(model = %path.display(), error = %e, "session cache unusable; optimizing without it");
+                return commit(self.builder(path, part, GraphOptimizationLevel::All)?, path);
+            }
+        };
+        if let Some(graph) = entry.graph() {
+            // Already optimized: running the optimizers again would only redo the same rewrites.
+            match commit(self.builder(path, part, GraphOptimizationLevel::Disable)?, &graph) {
+                Ok(session) => {
+                    tracing::debug!(model = %path.display(), entry = %entry.path().display(), "optimized graph from the cache");
+                    return Ok(session);
+                }
+                Err(e) => {
+                    tracing::warn!(entry = %entry.path().display(), error = %e, "cached graph does not load; replacing it");
+                    if let Err(e) = entry.discard() {
+                        tracing::warn!(entry = %entry.path().display(), error = %e, "cannot remove the broken entry");
+                    }
+                }
+            }
+        }
+        let staged = entry
+            .stage()
+            .inspect_err(
+                |e| tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot write the session cache"),
+            )
+            .ok();
+        let mut builder = self.builder(path, part, GraphOptimizationLevel::All)?;
+        if let Some(staged) = &staged {
+            let builder_error =
+                |e: ort::Error| EngineError::bad_file(path, format!("cannot set up the session cache: {e}"));
+            builder = builder
+                .with_optimized_model_path(staged.graph())
+                .map_err(|e| builder_error(e.into()))?
+                .with_config_entry("session.optimized_model_external_initializers_file_name", WEIGHTS)
+                .map_err(|e| builder_error(e.into()))?;
+        }
+        let session = commit(builder, path)?;
+        if let Some(staged) = staged {
+            match entry.commit(staged) {
+                Ok(()) => {
+                    tracing::info!(model = %path.display(), entry = %entry.path().display(), "saved the optimized graph")
+                }
+                Err(e) => {
+                    tracing::warn!(entry = %entry.path().display(), error = %e, "cannot save the optimized graph")
+                }
+            }
+        }
+        Ok(session)
+    }
+
+    /// A session builder with the engine's options and `part`'s provider, at `level`.
+    fn builder(&self, path: &Path, part: Part, level: GraphOptimizationLevel) -> Result<SessionBuilder> {
         let builder_error = |e: ort::Error| EngineError::bad_file(path, format!("cannot open ONNX model: {e}"));
         let mut builder = Session::builder(&self.environment)
             .map_err(builder_error)?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(level)
             .map_err(|e| builder_error(e.into()))?;
         if let Some(threads) = self.intra_threads {
             builder = builder.with_intra_threads(threads).map_err(|e| builder_error(e.into()))?;
@@ -254,15 +336,7 @@ impl Runtime {
                 reason: format!("{}; it needs {}", ort::Error::<()>::from(e), provider.requirements()),
             })?;
         }
-        // ONNX Runtime adds a session's custom-op domain to a process-wide schema map with a
-        // check-then-insert that is not thread-safe: two sessions committed at once on different
-        // threads can fail with "the domain is already exist". Sessions are built only at load
-        // time, so committing them one at a time costs start-up parallelism and nothing per image.
-        static COMMIT: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        builder.commit_from_file(path).map_err(|e| {
-            EngineError::bad_file(path, format!("not a loadable ONNX model ({e}); re-export it or restore the file"))
-        })
+        Ok(builder)
     }
 
     fn dispatch(&self, provider: ExecutionProvider) -> Option<ExecutionProviderDispatch> {
@@ -282,6 +356,19 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Builds the session of `graph` (the model's file, or its optimized copy).
+fn commit(mut builder: SessionBuilder, graph: &Path) -> Result<Session> {
+    // ONNX Runtime adds a session's custom-op domain to a process-wide schema map with a
+    // check-then-insert that is not thread-safe: two sessions committed at once on different
+    // threads can fail with "the domain is already exist". Sessions are built only at load
+    // time, so committing them one at a time costs start-up parallelism and nothing per image.
+    static COMMIT: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    builder.commit_from_file(graph).map_err(|e| {
+        EngineError::bad_file(graph, format!("not a loadable ONNX model ({e}); re-export it or restore the file"))
+    })
 }
 
 /// ONNX Runtime allows one environment per process, and `ort` refuses to build a second even after

@@ -16,6 +16,7 @@ fn openvino(providers: Providers) -> Runtime {
         providers,
         library: Some(repo().join(".cache/onnxruntime/openvino/libonnxruntime.so")),
         intra_threads: Some(2),
+        session_cache: None,
     };
     Runtime::new(&options)
         .expect("the OpenVINO build of ONNX Runtime did not load: run `bash deploy/setup.sh --openvino`")
