@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup
 
 setup:
 	bash deploy/setup.sh
@@ -80,12 +80,18 @@ bench-openvino: fixtures-env
 	.venv-openvino/bin/python deploy/bench/openvino.py
 
 ## One worker image per execution-provider configuration (CPU, OpenVINO, CPU with ESRGAN on OpenVINO;
-## tiled and whole; OpenVINO's compiled-graph cache), taking turns → deploy/bench/providers.json.
+## tiled and whole; U-Net and ESRGAN on OpenVINO), taking turns → deploy/bench/providers.json.
 ## About 15 minutes.
 bench-providers: setup fixtures-env
 	bash deploy/setup.sh --openvino
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	python3 deploy/bench/providers.py
+
+## Worker start-up: session creation and warm-up, with and without the session cache → deploy/bench/startup.json
+bench-startup: setup fixtures-env
+	bash deploy/setup.sh --openvino
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	python3 deploy/bench/startup.py
 
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.

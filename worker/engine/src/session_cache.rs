@@ -3,14 +3,15 @@
 //!
 //! Building the CPU provider's session for the Table 6 U-Net takes about 6.5 s, nearly all of it
 //! graph optimization (NCHWc layout rewrites, weight reordering, fusions); loading the graph
-//! ONNX Runtime saved after optimizing takes 1.0–1.5 s, with the same output and speed
+//! ONNX Runtime saved after optimizing takes a fraction of that, with the same output and speed
 //! (deploy/bench/SESSION.md). That matters when replicas scale up from zero.
 //!
 //! A saved graph is only valid for the files it came from, the library that optimized it and the
 //! CPU it ran on (NCHWc block sizes follow the vector width), so an entry's key covers all three.
 //! An entry is written into a temporary folder and renamed into place: a crash or a full disk never
 //! leaves a half-written graph that a later start would load. Writing a new entry for a model
-//! removes that model's older entries, so the folder holds about one copy of each model's weights.
+//! removes that model's older entries for the same CPU kind, so the folder holds one copy of each
+//! model's weights per CPU kind that uses it.
 
 use std::fs;
 use std::io;
@@ -62,8 +63,11 @@ impl SessionCache {
             key.update(format!("file {:?} {}\n", file.file_name(), stamp(&file.path())?));
         }
         key.update(format!("library {} {}\n", fs::canonicalize(library)?.display(), stamp(library)?));
-        key.update(format!("cpu {}\n", cpu_identity()?));
-        let model_id = hex(&Sha256::digest(model.as_os_str().as_encoded_bytes()))[..16].to_owned();
+        let cpu = cpu_identity()?;
+        key.update(format!("cpu {cpu}\n"));
+        // The prefix that eviction goes by: one model on one CPU kind. Workers of several kinds
+        // sharing a folder then each keep their own entry instead of replacing each other's.
+        let model_id = hex(&Sha256::digest(format!("{}\n{cpu}", model.display())))[..16].to_owned();
         let name = format!("{model_id}-{}", &hex(&key.finalize())[..16]);
         Ok(Entry { dir: self.dir.join(name), cache: self.dir.clone(), model_id })
     }
@@ -73,7 +77,7 @@ impl SessionCache {
 pub(crate) struct Entry {
     dir: PathBuf,
     cache: PathBuf,
-    /// The prefix every entry of the same source graph shares.
+    /// The prefix every entry of the same source graph on the same CPU kind shares.
     model_id: String,
 }
 
@@ -99,7 +103,8 @@ impl Entry {
         Ok(Staged { dir })
     }
 
-    /// Moves a written graph into place and removes the same model's older entries. Another
+    /// Moves a written graph into place and removes the older entries of the same model on the
+    /// same CPU kind (re-exported weights, another library). Another
     /// process may have committed the same entry first; then its copy stays and ours is dropped.
     pub fn commit(&self, staged: Staged) -> io::Result<()> {
         if !staged.graph().is_file() {

@@ -1,0 +1,91 @@
+"""Run with: make bench-startup   (or python3 deploy/bench/startup.py [--rounds 2])
+
+How long a worker takes from start to its first warm call, on the Table 6 model (random weights),
+2 threads: `rapid-worker generate --warm-up --timings` with one step and no upscaling of the
+image itself, so the command is almost all start-up. Per configuration:
+
+- `load`: creating the sessions (the command's wall time minus the warm-up and the image's stages);
+- `warm_up`: one step at 256 px and one ESRGAN tile call (`worker.warm_up`), untimed in a job.
+
+Configurations: the CPU provider without a session cache, with an empty cache (the first start
+writes the optimized graphs), with a filled cache (every later start), and the U-Net and ESRGAN on
+OpenVINO (the mix THROUGHPUT.md found fastest on Zen 5) without and with a filled cache (the cache
+then covers the text encoder and the VAE, which stay on the CPU provider).
+Rounds take turns through the configurations; medians are reported.
+
+Writes deploy/bench/startup.json. Holds /tmp/rapid-bench.lock while timing. Needs the Table 6 model
+and `bash deploy/setup.sh --openvino`.
+"""
+
+import argparse
+import fcntl
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import cpu_model, isa
+from worker_run import MODEL, ROOT, build, generate, pipeline_ms
+
+STAGES = ["load", "warm_up", "total"]
+OPENVINO_MIX = ["--part-provider", "unet=openvino", "--part-provider", "upscaler=openvino"]
+
+
+def run_once(arguments, tmp):
+    stages, wall_ms = generate(1, 2, Path(tmp), ["--warm-up", "--no-upscale", *arguments])
+    return {"load": wall_ms - pipeline_ms(stages) - stages["warm_up"], "warm_up": stages["warm_up"], "total": wall_ms}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if not (MODEL / "unet/model.onnx").exists():
+        sys.exit("startup.py: no Table 6 model; run `make fixtures-env` and "
+                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
+    if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
+        sys.exit("startup.py: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
+    build()
+    lock = open("/tmp/rapid-bench.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "sessions"
+        filled = ["--session-cache", str(cache)]
+        # Untimed: puts the 3.4 GB of U-Net weights in the page cache for every configuration alike.
+        run_once([], tmp)
+        for round_ in range(args.rounds):
+            shutil.rmtree(cache, ignore_errors=True)
+            configurations = {
+                "cpu": [],
+                "cpu, empty cache (first start)": filled,
+                "cpu, filled cache": filled,
+                "cpu + openvino unet and upscaler": OPENVINO_MIX,
+                "cpu + openvino unet and upscaler, filled cache": OPENVINO_MIX + filled,
+            }
+            for name, arguments in configurations.items():
+                run = run_once(arguments, tmp)
+                runs.setdefault(name, []).append(run)
+                print(f"round {round_ + 1}/{args.rounds} {name:48} " +
+                      "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
+            cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+    results = {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in STAGES}
+               for name, name_runs in runs.items()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "commit": commit.strip(),
+              "model": "Table 6, random weights", "threads": 2, "rounds": args.rounds, "unit": "ms",
+              "cache_gib": round(cache_bytes / 2**30, 2), "results": results, "runs": runs}
+    out = ROOT / "deploy/bench/startup.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n| configuration | {' | '.join(STAGES)} |\n|---|{'---:|' * len(STAGES)}")
+    for name, medians in results.items():
+        print(f"| {name} | " + " | ".join(f"{medians[stage]:.0f}" for stage in STAGES) + " |")
+    print(f"session cache: {report['cache_gib']} GiB; wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
