@@ -279,6 +279,15 @@ def gemm_libraries(saved):
     return f" ({', '.join(f'{name} {rate:.0f}' for name, rate in rates.items())})" if rates else " (numpy/OpenBLAS only)"
 
 
+def tiling(worker_args):
+    """How the worker's ESRGAN ran, from its options."""
+    args = shlex.split(worker_args)
+    if "--tile-size" not in args:
+        return "ESRGAN in the worker's default tiles (128 px, 8 px context)."
+    size = args[args.index("--tile-size") + 1]
+    return "ESRGAN on the whole image." if size == "0" else f"ESRGAN in {size}-px tiles."
+
+
 def write_report(out, saved, repeats, peer_calls, minutes):
     info, rate, flops, steps, results = saved["machine"], saved["gemm_gflops"], saved["flops"], saved["steps"], saved["results"]
     notes = (out / "NOTES.md").read_text() if (out / "NOTES.md").exists() else ""
@@ -298,7 +307,7 @@ fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_librar
 - worker: median of {repeats} full runs of `rapid-worker generate --timings`; its total is the sum of
   its stages (generation only, like the peers'), after `--warm-up` ran every part once untimed
   (as a fleet worker does at start-up); the whole command, loading and warm-up included, took
-  {results['worker']['command_total'] / 1e3:.1f} s (median). ESRGAN in the worker's default tiles (128 px, 8 px context).
+  {results['worker']['command_total'] / 1e3:.1f} s (median). {tiling(saved.get('worker_args', ''))}
   Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.
 - diffusers ONNX and PyTorch eager: each stage timed on its own after one untimed call (U-Net: median of {peer_calls} calls);
   their totals are **extrapolated**: text encoder + {steps + 1} × U-Net + VAE + ESRGAN (whole image) +

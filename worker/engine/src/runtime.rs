@@ -130,10 +130,10 @@ fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'sta
 
 /// Which execution provider runs each part: one for every part, optionally overridden per part.
 ///
-/// Per part because the fastest provider differs by part: on AVX-512 CPUs OpenVINO runs ESRGAN
-/// 1.15–1.2× faster than the CPU provider but the VAE slower, and on a Zen 5 its warm U-Net was 7%
-/// faster (deploy/bench/SESSION.md, THROUGHPUT.md). Every library has the CPU provider, so `cpu`
-/// mixes with anything; the others must share a library.
+/// Per part because the fastest provider differs by part and by CPU: on AVX-512 CPUs OpenVINO runs
+/// ESRGAN 1.15–1.2× faster than the CPU provider; on a Zen 5 its warm U-Net was 4–7% faster and its
+/// warm VAE 1.45×, while on an AVX-512 Xeon its U-Net was level (deploy/bench/NOTES.md, SESSION.md).
+/// Every library has the CPU provider, so `cpu` mixes with anything; the others must share a library.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Providers {
     default: ExecutionProvider,
