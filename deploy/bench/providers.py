@@ -18,17 +18,13 @@ model and `bash deploy/setup.sh --openvino`.
 """
 
 import argparse
-import fcntl
 import json
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from machine import cpu_model, isa
-from worker_run import MODEL, ROOT, build, generate, pipeline_ms
+from worker_run import ROOT, commit, generate, medians, pipeline_ms, prepare, print_table
 
 STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "load", "total"]
 UPSCALER_ON_OPENVINO = ["--part-provider", "upscaler=openvino"]
@@ -57,14 +53,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    if not (MODEL / "unet/model.onnx").exists():
-        sys.exit("providers.py: no Table 6 model; run `make fixtures-env` and "
-                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
-    if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
-        sys.exit("providers.py: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
-    build()
-    lock = open("/tmp/rapid-bench.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    prepare("providers.py")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         # Untimed: the first process after an export or a reboot reads 3.4 GB of U-Net weights from
@@ -76,17 +65,13 @@ def main():
                 runs.setdefault(name, []).append(run)
                 print(f"round {round_ + 1}/{args.rounds} {name:38} " +
                       "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
-    results = {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in STAGES}
-               for name, name_runs in runs.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "avx512": isa() == "AVX-512", "commit": commit.strip(),
+    results = medians(runs, STAGES)
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "avx512": isa() == "AVX-512", "commit": commit(),
               "model": "Table 6, random weights", "threads": 2, "steps": args.steps, "rounds": args.rounds,
               "unit": "ms", "results": results, "runs": runs}
     out = ROOT / "deploy/bench/providers.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n| configuration | {' | '.join(STAGES)} |\n|---|{'---:|' * len(STAGES)}")
-    for name, medians in results.items():
-        print(f"| {name} | " + " | ".join(f"{medians[stage]:.0f}" for stage in STAGES) + " |")
+    print_table(results, STAGES)
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -18,18 +18,14 @@ and `bash deploy/setup.sh --openvino`.
 """
 
 import argparse
-import fcntl
 import json
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from machine import cpu_model, isa
-from worker_run import MODEL, ROOT, build, generate, pipeline_ms
+from worker_run import ROOT, commit, generate, medians, pipeline_ms, prepare, print_table
 
 STAGES = ["load", "warm_up", "total"]
 OPENVINO_MIX = ["--part-provider", "unet=openvino", "--part-provider", "upscaler=openvino"]
@@ -44,14 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    if not (MODEL / "unet/model.onnx").exists():
-        sys.exit("startup.py: no Table 6 model; run `make fixtures-env` and "
-                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
-    if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
-        sys.exit("startup.py: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
-    build()
-    lock = open("/tmp/rapid-bench.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    prepare("startup.py")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "sessions"
@@ -73,17 +62,13 @@ def main():
                 print(f"round {round_ + 1}/{args.rounds} {name:48} " +
                       "  ".join(f"{stage} {run[stage]:7.0f}" for stage in STAGES), flush=True)
             cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
-    results = {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in STAGES}
-               for name, name_runs in runs.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "commit": commit.strip(),
+    results = medians(runs, STAGES)
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "commit": commit(),
               "model": "Table 6, random weights", "threads": 2, "rounds": args.rounds, "unit": "ms",
               "cache_gib": round(cache_bytes / 2**30, 2), "results": results, "runs": runs}
     out = ROOT / "deploy/bench/startup.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n| configuration | {' | '.join(STAGES)} |\n|---|{'---:|' * len(STAGES)}")
-    for name, medians in results.items():
-        print(f"| {name} | " + " | ".join(f"{medians[stage]:.0f}" for stage in STAGES) + " |")
+    print_table(results, STAGES)
     print(f"session cache: {report['cache_gib']} GiB; wrote {out.relative_to(ROOT)}")
 
 

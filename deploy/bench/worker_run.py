@@ -2,8 +2,11 @@
 time the worker. Standard library only, so the system Python (providers.py) and the virtual
 environments (bench.py) import the same code."""
 
+import fcntl
 import json
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,3 +34,37 @@ def generate(steps, threads, work: Path, extra_args=()):
 
 def pipeline_ms(stages):
     return sum(stages[key] for key in PIPELINE_KEYS)
+
+
+def prepare(script):
+    """What the scripts that time the worker on both libraries need first: the Table 6 model, the
+    OpenVINO build of ONNX Runtime, a current binary, and /tmp/rapid-bench.lock, held until the
+    process exits."""
+    if not (MODEL / "unet/model.onnx").exists():
+        sys.exit(f"{script}: no Table 6 model; run `make fixtures-env` and "
+                 "`.venv-fixtures/bin/python deploy/export/export_table6.py`")
+    if not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
+        sys.exit(f"{script}: no OpenVINO build of ONNX Runtime; run `bash deploy/setup.sh --openvino`")
+    build()
+    lock = open("/tmp/rapid-bench.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    _HELD.append(lock)
+
+
+_HELD = []  # the bench lock's file, open (so locked) for the life of the process
+
+
+def medians(runs, stages):
+    """Per configuration, the median of each stage over its runs."""
+    return {name: {stage: round(statistics.median(run[stage] for run in name_runs), 1) for stage in stages}
+            for name, name_runs in runs.items()}
+
+
+def print_table(results, stages):
+    print(f"\n| configuration | {' | '.join(stages)} |\n|---|{'---:|' * len(stages)}")
+    for name, row in results.items():
+        print(f"| {name} | " + " | ".join(f"{row[stage]:.0f}" for stage in stages) + " |")
+
+
+def commit():
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
