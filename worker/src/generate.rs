@@ -77,7 +77,7 @@ pub struct GenerateArgs {
     /// Write per-stage milliseconds to this JSON file.
     #[arg(long)]
     timings: Option<PathBuf>,
-    /// Run every part once (one untimed step at the default size) before the image, as a
+    /// Run every part once (one untimed step at the image's size) before the image, as a
     /// long-running worker does at start-up, so --timings shows warm calls. Costs time overall.
     #[arg(long)]
     warm_up: bool,
@@ -166,13 +166,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         session_cache: args.session_cache.clone(),
     })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
-    let warm_up_ms = if args.warm_up {
-        let started = Instant::now();
-        pipeline.warm_up(Tiling { tile: args.tile_size, overlap: args.tile_overlap })?;
-        started.elapsed().as_secs_f64() * 1e3
-    } else {
-        0.0
-    };
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -186,6 +179,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         init_latents,
         upscale: !args.no_upscale,
         tiling: Tiling { tile: args.tile_size, overlap: args.tile_overlap },
+    };
+    let warm_up_ms = if args.warm_up {
+        let started = Instant::now();
+        pipeline.warm_up(&request)?;
+        started.elapsed().as_secs_f64() * 1e3
+    } else {
+        0.0
     };
 
     let cancelled = Arc::new(AtomicBool::new(false));

@@ -99,7 +99,7 @@ impl Engines {
     pub fn warm_up(&mut self) -> Result<(), EngineError> {
         for (name, pipeline) in &mut self.pipelines {
             let started = Instant::now();
-            pipeline.warm_up(self.tiling)?;
+            pipeline.warm_up(&GenerationRequest { tiling: self.tiling, ..GenerationRequest::new("") })?;
             tracing::info!(model = %name, elapsed_ms = started.elapsed().as_millis() as u64, "warmed up");
         }
         Ok(())

@@ -264,26 +264,39 @@ impl Pipeline {
         (w * self.vae.spatial_factor(), h * self.vae.spatial_factor())
     }
 
-    /// Runs every part once on the shapes a default job has (the model's default size, guidance on,
-    /// one image, the upscaler in `tiling`) and throws the image away.
+    /// Runs every part once on the shapes a request like `like` uses (its size, guidance on or
+    /// off, upscaled or not, its tiling), for one image, and throws the result away. The fleet
+    /// warms up with a default request; `generate --warm-up` with the request it is about to run.
     ///
     /// A session's first call with a shape is slower than the rest: ONNX Runtime's CPU provider
-    /// plans its memory then (a Table 6 U-Net call: 1.31 s against 0.98 s warm) and OpenVINO
-    /// compiles its graph (4.65 s against 0.91 s; deploy/bench/SESSION.md). A long-running worker
-    /// pays that here, before it takes a job, instead of in its first job's latency. Other sizes
-    /// and batches still pay it on their own first call.
-    pub fn warm_up(&mut self, tiling: Tiling) -> Result<()> {
+    /// plans its memory then, and OpenVINO compiles its graph (deploy/bench/SESSION.md,
+    /// "Start-up"). A long-running worker pays that here, before it takes a job, instead of in its
+    /// first job's latency. Other sizes and batches still pay it on their own first call.
+    pub fn warm_up(&mut self, like: &GenerationRequest) -> Result<()> {
         // One DDIM step: any sampler makes the same part calls, and DDIM accepts a single step.
-        let request =
-            GenerationRequest { steps: 1, sampler: SamplerKind::Ddim, upscale: false, ..GenerationRequest::new("") };
+        let request = GenerationRequest {
+            steps: 1,
+            sampler: SamplerKind::Ddim,
+            guidance_scale: like.guidance_scale,
+            width: like.width,
+            height: like.height,
+            init_latents: like.init_latents.as_ref().map(|given| Array4::zeros(given.raw_dim())),
+            upscale: false,
+            ..GenerationRequest::new("")
+        };
+        let (latent_h, latent_w) = self.check_inputs(&request)?;
         self.generate(&request, &mut |_| ControlFlow::Continue(()))?;
         // The cache is for jobs' prompts; the warm-up's empty pair would only take a slot.
-        self.prompt_cache.pop(&(request.prompt, request.negative_prompt, true));
+        self.prompt_cache.pop(&(
+            request.prompt.clone(),
+            request.negative_prompt.clone(),
+            BatchKey::of(&request).guided,
+        ));
         // One call per tile shape, not a whole upscale: the default tiles of an image share one.
-        let (width, height) = self.default_size();
+        let factor = self.vae.spatial_factor();
         match self.upscaler.as_mut() {
-            Some(upscaler) => upscaler.warm_up(height, width, tiling),
-            None => Ok(()),
+            Some(upscaler) if like.upscale => upscaler.warm_up(latent_h * factor, latent_w * factor, like.tiling),
+            _ => Ok(()),
         }
     }
 

@@ -123,9 +123,11 @@ fn warming_up_changes_no_image_and_caches_no_prompt() {
     let runtime = runtime();
     let dir = repo().join("tests/fixtures/models/tiny-sd-clip");
     let mut warmed = Pipeline::load(&runtime, &dir).unwrap();
-    warmed.warm_up(Tiling::default()).unwrap();
     let mut request = GenerationRequest::new("a red silk dress");
     request.steps = 3;
+    // Not the model's default size (32 px): the warm-up must follow the request.
+    (request.width, request.height) = (Some(64), Some(64));
+    warmed.warm_up(&request).unwrap();
     let after_warm_up = warmed.generate(&request, &mut no_progress()).unwrap();
     assert!(after_warm_up.upscaled);
     let cold = Pipeline::load(&runtime, &dir).unwrap().generate(&request, &mut no_progress()).unwrap();
