@@ -5,7 +5,8 @@ Images per hour of one worker under a steady backlog, with cross-request batchin
 (`max_batch = 1`) and on (`max_batch = --jobs`), on the paper's Table 6 model (random weights;
 `deploy/export/export_table6.py`), 256 → 1024 px, fp32, 2 threads. `--providers` repeats both modes
 for each worker provider mix: `cpu`, or `worker.part_providers` overrides such as
-`unet=openvino,upscaler=openvino` (those need `bash deploy/setup.sh --openvino`).
+`unet=openvino,upscaler=openvino` (those need `bash deploy/setup.sh --openvino`). A mix may also
+set the worker's ESRGAN tile, e.g. `unet=openvino,vae_decoder=openvino,upscaler=openvino,upscale_tile=0`.
 
 Each mode runs the real fleet code in one process (`rapid-scheduler standalone`: API, planner,
 in-memory queue and state, the worker's consumer, local folder for the bucket). All jobs are
@@ -41,12 +42,14 @@ PROMPTS = ["一件红色的丝绸连衣裙，白色纽扣，摄影棚照片", "a
 PER_IMAGE_STAGES = ["tokenize", "text_encoder", "vae", "upscale", "mark", "encode"]
 
 
-def part_providers(providers: str) -> str:
-    """`upscaler=openvino,unet=openvino` → the TOML inline table of `worker.part_providers`."""
-    if providers == "cpu":
-        return "{}"
-    pairs = [pair.split("=", 1) for pair in providers.split(",")]
-    return "{ " + ", ".join(f'{part} = "{provider}"' for part, provider in pairs) + " }"
+def worker_settings(providers: str) -> str:
+    """`upscaler=openvino,unet=openvino,upscale_tile=0` → `[worker]` lines: the TOML inline table
+    of `worker.part_providers`, and `upscale_tile` when the mix sets it."""
+    pairs = [] if providers == "cpu" else [pair.split("=", 1) for pair in providers.split(",")]
+    tile = [value for key, value in pairs if key == "upscale_tile"]
+    parts = [(part, provider) for part, provider in pairs if part != "upscale_tile"]
+    lines = ["part_providers = { " + ", ".join(f'{part} = "{provider}"' for part, provider in parts) + " }"]
+    return "\n".join(lines + [f"upscale_tile = {int(value)}" for value in tile])
 
 
 def config(output_dir: Path, port: int, max_batch: int, providers: str) -> str:
@@ -66,7 +69,7 @@ height = 256
 threads = 2
 max_batch = {max_batch}
 batch_window_ms = 20
-part_providers = {part_providers(providers)}
+{worker_settings(providers)}
 [worker.models]
 table6 = "{MODEL}"
 [[tenants]]
