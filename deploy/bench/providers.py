@@ -18,13 +18,12 @@ model and `bash deploy/setup.sh --openvino`.
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from machine import cpu_model, isa
-from worker_run import ROOT, commit, generate, medians, pipeline_ms, prepare, print_table
+from worker_run import commit, generate, medians, pipeline_ms, prepare, save
 
 STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "load", "total"]
 UPSCALER_ON_OPENVINO = ["--part-provider", "upscaler=openvino"]
@@ -69,10 +68,7 @@ def main():
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "avx512": isa() == "AVX-512", "commit": commit(),
               "model": "Table 6, random weights", "threads": 2, "steps": args.steps, "rounds": args.rounds,
               "unit": "ms", "results": results, "runs": runs}
-    out = ROOT / "deploy/bench/providers.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print_table(results, STAGES)
-    print(f"wrote {out.relative_to(ROOT)}")
+    save(report, "providers.json", STAGES)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ and `bash deploy/setup.sh --openvino`.
 """
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from machine import cpu_model, isa
-from worker_run import ROOT, commit, generate, medians, pipeline_ms, prepare, print_table
+from worker_run import commit, generate, medians, pipeline_ms, prepare, save
 
 STAGES = ["load", "warm_up", "ready"]
 OPENVINO_MIX = ["--part-provider", "unet=openvino", "--part-provider", "upscaler=openvino"]
@@ -69,10 +68,8 @@ def main():
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "commit": commit(),
               "model": "Table 6, random weights", "threads": 2, "rounds": args.rounds, "unit": "ms",
               "cache_gib": round(cache_bytes / 2**30, 2), "results": results, "runs": runs}
-    out = ROOT / "deploy/bench/startup.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print_table(results, STAGES)
-    print(f"session cache: {report['cache_gib']} GiB; wrote {out.relative_to(ROOT)}")
+    save(report, "startup.json", STAGES)
+    print(f"session cache: {report['cache_gib']} GiB")
 
 
 if __name__ == "__main__":

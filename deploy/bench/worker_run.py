@@ -60,10 +60,14 @@ def medians(runs, stages):
             for name, name_runs in runs.items()}
 
 
-def print_table(results, stages):
+def save(report, file_name, stages):
+    """Writes `report` to deploy/bench/`file_name` and prints its medians as a table."""
+    out = ROOT / "deploy/bench" / file_name
+    out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n| configuration | {' | '.join(stages)} |\n|---|{'---:|' * len(stages)}")
-    for name, row in results.items():
+    for name, row in report["results"].items():
         print(f"| {name} | " + " | ".join(f"{row[stage]:.0f}" for stage in stages) + " |")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 def commit():

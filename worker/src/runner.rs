@@ -96,7 +96,7 @@ impl Engines {
     /// Runs every model once on a default job's shapes, so the first real job does not pay for
     /// ONNX Runtime's first-call planning or OpenVINO's compilation
     /// ([`Pipeline::warm_up`]). A failure here is a model that cannot run at all.
-    pub fn warm_up(&mut self) -> Result<(), EngineError> {
+    fn warm_up(&mut self) -> Result<(), EngineError> {
         for (name, pipeline) in &mut self.pipelines {
             let started = Instant::now();
             pipeline.warm_up(&GenerationRequest { tiling: self.tiling, ..GenerationRequest::new("") })?;

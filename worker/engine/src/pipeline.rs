@@ -197,6 +197,13 @@ fn stack_prompts(members: &[Member]) -> Array3<f32> {
 /// Prompt encodings kept for reuse; a few dozen cover the prompts of the requests in flight.
 const PROMPT_CACHE_ENTRIES: usize = 32;
 
+/// What an encoding depends on: both prompts, and whether the negative one is encoded at all.
+type PromptCacheKey = (String, String, bool);
+
+fn prompt_cache_key(request: &GenerationRequest, guided: bool) -> PromptCacheKey {
+    (request.prompt.clone(), request.negative_prompt.clone(), guided)
+}
+
 /// A loaded model: every ONNX session built once and reused for every image.
 pub struct Pipeline {
     model: ModelDir,
@@ -208,7 +215,7 @@ pub struct Pipeline {
     knowledge: Option<KnowledgeBase>,
     scheduler_config: SchedulerConfig,
     unet_config: UnetConfig,
-    prompt_cache: LruCache<(String, String, bool), Arc<EncodedPrompts>>,
+    prompt_cache: LruCache<PromptCacheKey, Arc<EncodedPrompts>>,
 }
 
 impl Pipeline {
@@ -284,18 +291,13 @@ impl Pipeline {
             upscale: false,
             ..GenerationRequest::new("")
         };
-        let (latent_h, latent_w) = self.check_inputs(&request)?;
-        self.generate(&request, &mut |_| ControlFlow::Continue(()))?;
+        let decoded = self.generate(&request, &mut |_| ControlFlow::Continue(()))?.image;
         // The cache is for jobs' prompts; the warm-up's empty pair would only take a slot.
-        self.prompt_cache.pop(&(
-            request.prompt.clone(),
-            request.negative_prompt.clone(),
-            BatchKey::of(&request).guided,
-        ));
+        self.prompt_cache.pop(&prompt_cache_key(&request, BatchKey::of(&request).guided));
         // One call per tile shape, not a whole upscale: the default tiles of an image share one.
-        let factor = self.vae.spatial_factor();
+        let (_, height, width) = decoded.dim();
         match self.upscaler.as_mut() {
-            Some(upscaler) if like.upscale => upscaler.warm_up(latent_h * factor, latent_w * factor, like.tiling),
+            Some(upscaler) if like.upscale => upscaler.warm_up(height, width, like.tiling),
             _ => Ok(()),
         }
     }
@@ -367,7 +369,7 @@ impl Pipeline {
         }
         let sampler =
             samplers::build(request.sampler, &self.scheduler_config, request.steps, &request.sampler_options)?;
-        let cache_key = (request.prompt.clone(), request.negative_prompt.clone(), key.guided);
+        let cache_key = prompt_cache_key(request, key.guided);
         let encoded = match self.prompt_cache.get(&cache_key) {
             Some(encoded) => Arc::clone(encoded),
             None => {

@@ -28,8 +28,9 @@ pub enum ExecutionProvider {
     Cuda,
     TensorRt,
     /// OpenVINO's CPU plugin (oneDNN kernels), from the `onnxruntime-openvino` wheel's library.
-    /// Measured on AVX-512 Xeon and EPYC: ESRGAN 1.15–1.2× faster than the CPU provider, the VAE
-    /// slower (deploy/bench/SESSION.md); an option, best used for the upscaler alone (`Providers`).
+    /// Measured on AVX-512 Xeon and EPYC, warm: ESRGAN 1.15–1.2× faster than the CPU provider, and
+    /// on a Zen 5 the VAE and U-Net faster too (deploy/bench/NOTES.md); an option, chosen per part
+    /// (`Providers`), because it needs its own library and was level on the Xeon's U-Net.
     OpenVino,
 }
 
