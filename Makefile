@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup gpu-payload
 
 setup:
 	bash deploy/setup.sh
@@ -92,6 +92,14 @@ bench-startup: setup fixtures-env
 	bash deploy/setup.sh --openvino
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	python3 deploy/bench/startup.py
+
+## Issue 4's GPU check, in two halves. Here: what a GPU machine without Rust, diffusers or network
+## needs, into .gpu/ (under 64 MiB). There: `bash deploy/bench/gpu.sh` (CUDA kernel tests, the worker
+## on the CUDA provider in fp32 and fp16, PyTorch eager on the same GPU); then, here,
+## `python3 deploy/bench/gpu_report.py RESULTS_DIR` → deploy/bench/GPU.md.
+gpu-payload: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	bash deploy/bench/gpu_payload.sh
 
 ## Fewer-step samplers against 50-step PNDM on the same seeds (tiny models) → deploy/bench/SAMPLERS.md.
 ## About 10 minutes.

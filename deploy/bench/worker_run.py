@@ -22,11 +22,11 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=ROOT, check=True)
 
 
-def generate(steps, threads, work: Path, extra_args=()):
+def generate(steps, threads, work: Path, extra_args=(), model=MODEL, binary=BINARY):
     """One image, seed 1; returns the worker's stage timings (ms) and the command's wall time (ms)."""
     timings = work / "timings.json"
     started = time.perf_counter()
-    subprocess.run([str(BINARY), "generate", "--model", str(MODEL), "--prompt", PROMPT, "--steps", str(steps),
+    subprocess.run([str(binary), "generate", "--model", str(model), "--prompt", PROMPT, "--steps", str(steps),
                     "--seed", "1", "--threads", str(threads), "--timings", str(timings), "--out", str(work / "x.png"),
                     *extra_args], check=True, stdout=subprocess.DEVNULL)
     return json.loads(timings.read_text()), (time.perf_counter() - started) * 1e3

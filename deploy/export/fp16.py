@@ -1,0 +1,47 @@
+"""Run with: .venv-fixtures/bin/python deploy/export/fp16.py --model DIR --out DIR [--part unet --part upscaler]
+
+fp16 copies of a model directory's parts, for the GPU providers (tensor cores run fp16 at several
+times fp32's rate; the CPU provider has no fp16 kernels for most of these operators). Uses ONNX
+Runtime's own converter (`onnxruntime.transformers.float16`) with `keep_io_types`: each graph still
+takes and returns fp32, so the worker's graph contract (DESIGN.md) holds unchanged and the casts
+sit at the graph's edges. Parts not named are left out; give the result to
+`weightless.py strip --part` or copy it into a model directory.
+
+The VAE stays fp32 by default: Stable Diffusion's VAE decoder is known to overflow fp16 in its
+last up-blocks (diffusers keeps an fp32 "upcast" option for it).
+"""
+
+import argparse
+from pathlib import Path
+
+import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+
+def convert(source: Path, out: Path) -> None:
+    model = onnx.load(str(source), load_external_data=True)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL
+                   for t in onnx.load(str(source), load_external_data=False).graph.initializer)
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if external:  # a U-Net stays over protobuf's 2 GB limit only in fp32, but keep the layout
+        onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx_data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(out))
+    print(f"{out.parent.name}: fp16, {len(model.graph.node)} nodes", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--part", action="append", default=None,
+                        help="a part to convert (repeatable; default unet and upscaler)")
+    args = parser.parse_args()
+    for part in args.part or ["unet", "upscaler"]:
+        convert(args.model / part / "model.onnx", args.out / part / "model.onnx")
+
+
+if __name__ == "__main__":
+    main()
