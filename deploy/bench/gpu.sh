@@ -15,7 +15,7 @@
 # and the steps use what has gathered there.
 #
 # STEPs (default: all three), each logged and none stopping the next (REPEATS: worker runs per
-# model directory, default 2):
+# model directory, default 2; MODELS: the worker's rows, NAME=DIRECTORY ..., default all three):
 #   kernel    the CUDA flash-attention kernel's tests (attention::) on the GPU;
 #   tensorrt  the worker asked for TensorRT, to record what it says where TensorRT is not installed;
 #   bench     gpu.py: the worker on the CUDA provider (fp32 as exported, fp32 and fp16 with ONNX
@@ -26,6 +26,8 @@ payload=${1:-.gpu}
 shift || true
 steps=${*:-kernel tensorrt bench}
 wants() { [[ " $steps " == *" $1 "* ]]; }
+# The worker's rows: NAME=DIRECTORY of the payload.
+models=${MODELS:-fp32=table6 fp32-fused=table6-fused fp16-fused=table6-fp16}
 out=${OUT:-/tmp/rapid-gpu}
 stash=/tmp/rapid-gpu-payload
 ort=/tmp/rapid-ort
@@ -72,7 +74,7 @@ if wants kernel; then
 fi
 if wants tensorrt || wants bench; then
   step "random weights"
-  for model in table6 table6-fused table6-fp16; do
+  for model in $(wants tensorrt && echo table6) $(for m in $models; do echo "${m#*=}"; done); do
     [[ -e $stash/$model/unet/model.onnx_data ]] || python3 deploy/export/weightless.py fill "$stash/$model"
   done
 fi
@@ -86,7 +88,6 @@ if wants bench; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/rapid-site "$stash"/*.whl
   step "worker on CUDA against PyTorch"
   PYTHONPATH=/tmp/rapid-site PYTHONUNBUFFERED=1 python3 deploy/bench/gpu.py --binary "$stash/rapid-worker" \
-    --model "fp32=$stash/table6" --model "fp32-fused=$stash/table6-fused" --model "fp16-fused=$stash/table6-fp16" \
-    --torch-model "$stash/table6" --repeats "${REPEATS:-2}" --out "$out/gpu.json"
+    $(for m in $models; do echo "--model ${m%%=*}=$stash/${m#*=}"; done) --torch-model "$stash/table6" --repeats "${REPEATS:-2}" --out "$out/gpu.json"
 fi
 step "done"

@@ -1,8 +1,8 @@
-"""Run with: python3 deploy/bench/gpu_report.py RESULTS_DIR
+"""Run with: python3 deploy/bench/gpu_report.py RESULTS_DIR [RESULTS_DIR ...]
 
-Turns what deploy/bench/gpu.sh left in RESULTS_DIR (gpu.json, cuda-tests.txt, tensorrt.txt) into
-deploy/bench/gpu.json (all of it, kept) and deploy/bench/GPU.md (the table, beside the paper's
-A100 figures from Table 3).
+Turns what deploy/bench/gpu.sh left in each RESULTS_DIR (gpu.json, cuda-tests.txt, tensorrt.txt:
+its $OUT) into deploy/bench/gpu.json (all of it, kept) and deploy/bench/GPU.md (a table per run,
+beside the paper's A100 figures from Table 3).
 """
 
 import json
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["text_encoder", "unet_per_step", "vae", "upscale", "total"]
 # The paper's Table 3 (NVIDIA A100 80GB, 50 steps, 256 → 1024): U-Net is its 50-step total.
 PAPER = {
     "Torch Native (paper, A100)": {"text_encoder": 0.012, "unet_50": 1900, "vae": 0.04, "upscale": 54.5, "total": 3129},
@@ -24,27 +23,13 @@ def cell(value, digits=1):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def main():
-    results = Path(sys.argv[1])
-    report = json.loads((results / "gpu.json").read_text())
-    for name in ["cuda-tests.txt", "tensorrt.txt"]:
-        path = results / name
-        report[name.removesuffix(".txt")] = path.read_text().strip().splitlines() if path.exists() else None
-    (ROOT / "deploy/bench/gpu.json").write_text(json.dumps(report, indent=1) + "\n")
-
-    rows = report["rows"]
-    calls = report["unet_calls"]
+def run_table(run, number):
+    rows, calls = run["rows"], run["unet_calls"]
     lines = [
-        "# GPU benchmark (issue 4, item 6)",
+        f"## Run {number}: {run['gpu']}",
         "",
-        f"Machine: {report['gpu']}; PyTorch {report['torch']} (CUDA {report['cuda']}); ONNX Runtime 1.31.1 "
-        "(onnxruntime-gpu wheel). Table 6 model with **random weights** (`deploy/export/weightless.py`); "
-        f"{report['steps']} PNDM steps ({calls} U-Net calls), 256 → 1024 px, one image. All times in ms, "
-        "warm (each stage run once before it is timed). Regenerate on a GPU machine with `make gpu-payload` "
-        "here, then `bash deploy/bench/gpu.sh` there, then `python3 deploy/bench/gpu_report.py RESULTS_DIR`.",
-        "",
-        f"Total = text encoder + {calls} × U-Net + VAE + ESRGAN (marking and PNG encoding run on the CPU and are "
-        "outside the paper's figures; the worker's are listed apart).",
+        f"PyTorch {run['torch']} (CUDA {run['cuda']}), {run['steps']} PNDM steps ({calls} U-Net calls); worker "
+        f"rows are the median of {max(len(r.get('runs', [])) for r in rows.values()) if rows else 0} run(s).",
         "",
         f"| configuration | text encoder | U-Net / call | U-Net × {calls} | VAE | ESRGAN | total | worker marking + PNG |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -57,24 +42,58 @@ def main():
     for name, row in PAPER.items():
         lines.append(f"| {name} | {cell(row.get('text_encoder'), 3)} | – | {cell(row.get('unet_50'), 0)} | "
                      f"{cell(row.get('vae'), 2)} | {cell(row.get('upscale'))} | {cell(row['total'], 0)} | – |")
-    eager = {dtype: rows.get(f"pytorch eager {dtype}") for dtype in ["fp32", "fp16"]}
-    speedups = []
+    lines += ["", "Speed-ups (total, PyTorch time ÷ worker time; the paper's was 1.73× on an A100):", ""]
     for name, row in rows.items():
         if name.startswith("worker"):
-            for dtype, peer in eager.items():
+            for dtype in ["fp32", "fp16"]:
+                peer = rows.get(f"pytorch eager {dtype}")
                 if peer:
-                    speedups.append(f"- {name} against PyTorch eager {dtype}: **{peer['total'] / row['total']:.2f}×** "
-                                    f"(U-Net call {peer['unet_per_step'] / row['unet_per_step']:.2f}×)")
-    lines += ["", "Speed-ups (total, PyTorch time ÷ worker time; the paper's was 1.73× on an A100):", "", *speedups]
-    if report.get("errors"):
-        lines += ["", "Rows that could not run: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
-    tests = report.get("cuda-tests") or []
-    summary = [line for line in tests if line.startswith("test result") or "cuda" in line]
-    lines += ["", "## CUDA flash-attention kernel", "", "`rapid_engine-tests attention::` on this GPU:", "", "```",
+                    lines.append(f"- {name} against PyTorch eager {dtype}: **{peer['total'] / row['total']:.2f}×** "
+                                 f"(U-Net call {peer['unet_per_step'] / row['unet_per_step']:.2f}×)")
+    if run.get("errors"):
+        lines += ["", "Rows that could not run: " + "; ".join(f"{k}: {v}" for k, v in run["errors"].items())]
+    return lines
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit("usage: gpu_report.py RESULTS_DIR [RESULTS_DIR ...]  (each as deploy/bench/gpu.sh left it)")
+    runs, tests, trt = [], [], []
+    for directory in map(Path, sys.argv[1:]):
+        if (directory / "gpu.json").exists():
+            run = json.loads((directory / "gpu.json").read_text())
+            run["source"] = directory.name
+            runs.append(run)
+        for name, into in [("cuda-tests.txt", tests), ("tensorrt.txt", trt)]:
+            if (directory / name).exists():
+                into.append((directory / name).read_text().strip().splitlines())
+    (ROOT / "deploy/bench/gpu.json").write_text(json.dumps(
+        {"runs": runs, "cuda_tests": tests, "tensorrt": trt}, indent=1) + "\n")
+
+    lines = [
+        "# GPU benchmark (issue 4, item 6)",
+        "",
+        "Written by `deploy/bench/gpu_report.py` from what `deploy/bench/gpu.sh` measured; the reading is in "
+        "GPU-NOTES.md. ONNX Runtime 1.31.1 (onnxruntime-gpu wheel, CUDA provider, default options). Table 6 "
+        "model with **random weights** (`deploy/export/weightless.py`), one image, 256 → 1024 px. All times in ms, "
+        "warm (the worker ran `--warm-up`; PyTorch ran each stage once before the median of 10 calls). ESRGAN "
+        "ran on the whole image on both sides. Total = text encoder + U-Net calls + VAE + ESRGAN: marking and "
+        "PNG encoding run on the CPU and are outside the paper's figures (the worker's are listed apart).",
+        "",
+        "Configurations: `worker fp32` runs the exported graphs; `worker fp32-fused` has the U-Net's attention "
+        "as `com.microsoft.MultiHeadAttention` (`fuse_attention.py --fused ort`); `worker fp16-fused` is that "
+        "U-Net and ESRGAN in fp16 (`deploy/export/fp16.py`, fp32 at the graphs' edges). PyTorch rows are "
+        "diffusers' modules on the same configs with its default attention (`scaled_dot_product_attention`).",
+        "",
+    ]
+    for number, run in enumerate(runs, 1):
+        lines += run_table(run, number) + [""]
+    summary = [line for line in (tests[-1] if tests else []) if line.startswith("test result") or "cuda" in line]
+    lines += ["## CUDA flash-attention kernel", "",
+              f"`rapid_engine-tests attention::` on the GPU, {len(tests)} time(s); the last:", "", "```",
               *summary, "```"]
-    trt = report.get("tensorrt") or []
-    errors = [line for line in trt if re.search(r"error|TensorRT|tensorrt", line)]
-    lines += ["", "## TensorRT", "", "`rapid-worker generate --execution-provider tensorrt` on this machine:", "",
+    errors = [line for line in (trt[-1] if trt else []) if re.search(r"error|TensorRT|tensorrt", line)]
+    lines += ["", "## TensorRT", "", "`rapid-worker generate --execution-provider tensorrt` on that machine:", "",
               "```", *errors[-5:], "```", ""]
     (ROOT / "deploy/bench/GPU.md").write_text("\n".join(lines))
     print("wrote deploy/bench/GPU.md and deploy/bench/gpu.json")

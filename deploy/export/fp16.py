@@ -18,11 +18,27 @@ import onnx
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 
+def resize_constants(model: onnx.ModelProto) -> list:
+    """The Constant nodes that feed a Resize's roi, scales or sizes. The converter keeps a Resize's
+    scales fp32 when they are an initializer, not when torch's export wrote them as a Constant
+    node, and ONNX Runtime then refuses the model (Resize's scales must be float)."""
+    producers = {node.output[0]: node.name for node in model.graph.node if node.op_type == "Constant"}
+    return [producers[name] for node in model.graph.node if node.op_type == "Resize"
+            for name in node.input[1:] if name in producers]
+
+
 def convert(source: Path, out: Path) -> None:
     model = onnx.load(str(source), load_external_data=True)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL
                    for t in onnx.load(str(source), load_external_data=False).graph.initializer)
-    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external)
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external,
+                                     node_block_list=resize_constants(model))
+    # Shape inference gave intermediate values symbolic shapes such as [1, 3, height, width] for
+    # ESRGAN's last convolution, whose output is 4× its input although the export named both axes
+    # `height`; the CUDA provider's memory planner then reused the input's buffer for it ("Shape
+    # mismatch attempting to re-use buffer"). Without these hints ONNX Runtime infers the shapes
+    # it needs itself, as it does for the fp32 graph.
+    del model.graph.value_info[:]
     out.parent.mkdir(parents=True, exist_ok=True)
     if external:  # a U-Net stays over protobuf's 2 GB limit only in fp32, but keep the layout
         onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
