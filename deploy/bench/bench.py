@@ -238,21 +238,24 @@ def main():
     parser.add_argument("--worker-args", default="",
                         help="more `rapid-worker generate` options, e.g. '--part-provider upscaler=openvino'")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    parser.add_argument("--name", default="",
+                        help="write RESULTS-NAME.md and results-NAME.json, e.g. for a bf16 worker run beside the fp32 one")
     parser.add_argument("--gemm-only", action="store_true",
                         help="re-measure the GEMM rate on a quiet machine, keep the stage timings, rewrite RESULTS.md")
     args = parser.parse_args()
     out = ROOT / "deploy/bench"
+    stem = f"-{args.name}" if args.name else ""
     if args.report_only or args.gemm_only:
-        saved = json.loads((out / "results.json").read_text())
+        saved = json.loads((out / f"results{stem}.json").read_text())
         if args.gemm_only:
             rates = merge_rates(saved.get("gemm_by_library", {}), gemm_rates())
             saved["gemm_by_library"], saved["gemm_gflops"] = rates, max(rates.values())
             print(f"GEMM: {json.dumps({k: round(v) for k, v in rates.items()})} GFLOP/s", flush=True)
-            (out / "results.json").write_text(json.dumps(saved, indent=2))
+            (out / f"results{stem}.json").write_text(json.dumps(saved, indent=2))
         worker_runs = saved["results"]["worker"]["runs"]
         saved["results"]["worker"]["total"] = statistics.median(pipeline_ms(r) for r in worker_runs)
         saved["results"]["worker"]["command_total"] = statistics.median(r["total"] for r in worker_runs)
-        write_report(out, saved, len(worker_runs), args.peer_calls, saved.get("minutes", 0))
+        write_report(out, stem, saved, len(worker_runs), args.peer_calls, saved.get("minutes", 0))
         return
     if not (MODEL / "unet/model.onnx").exists():
         sys.exit(f"{MODEL} is missing: run .venv-fixtures/bin/python deploy/export/export_table6.py first")
@@ -270,8 +273,8 @@ def main():
              "flops": flops, "steps": args.steps,
              "worker_args": args.worker_args,
              "minutes": (time.time() - started) / 60, "results": results}
-    (out / "results.json").write_text(json.dumps(saved, indent=2))
-    write_report(out, saved, args.repeats, args.peer_calls, saved["minutes"])
+    (out / f"results{stem}.json").write_text(json.dumps(saved, indent=2))
+    write_report(out, stem, saved, args.repeats, args.peer_calls, saved["minutes"])
 
 
 def gemm_libraries(saved):
@@ -288,7 +291,16 @@ def tiling(worker_args):
     return "ESRGAN on the whole image." if size == "0" else f"ESRGAN in {size}-px tiles."
 
 
-def write_report(out, saved, repeats, peer_calls, minutes):
+def precision(worker_args):
+    """What the worker's arithmetic was, from its options."""
+    args = shlex.split(worker_args)
+    if "--precision" in args and args[args.index("--precision") + 1] == "bf16":
+        return ("\n**The worker ran in bf16** (`--precision bf16`, on OpenVINO), the peers in fp32: the arithmetic "
+                "differs, the worker's images move (PRECISION.md), and its stages can run below the fp32 floors.")
+    return ""
+
+
+def write_report(out, stem, saved, repeats, peer_calls, minutes):
     info, rate, flops, steps, results = saved["machine"], saved["gemm_gflops"], saved["flops"], saved["steps"], saved["results"]
     notes = (out / "NOTES.md").read_text() if (out / "NOTES.md").exists() else ""
     body = f"""# Benchmark: the worker against its peers (paper Table 3, on this CPU)
@@ -297,7 +309,7 @@ Reproduce: `make bench` (exports the model first if missing; about 10 minutes on
 Model: the paper's Table 6 architecture with **random weights** (`deploy/export/export_table6.py`):
 timings are real, images are noise. {steps} PNDM steps ({steps + 1} U-Net calls, batch 2 with
 guidance), 256 → 1024 px (ESRGAN ×4), fp32, {THREADS} threads, ONNX Runtime's CPU execution provider
-(the worker's options below may move a part to another).
+(the worker's options below may move a part to another).{precision(saved.get('worker_args', ''))}
 
 Machine: {info['cpu']} ({info.get('isa', '?')}), {info['cores']} cores. Versions: {json.dumps({k: v for k, v in info.items() if k not in ('cpu', 'cores', 'isa')})}.
 fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_libraries(saved)}. Run took {minutes:.1f} min.
@@ -315,7 +327,7 @@ fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_librar
 - floor = counted FLOPs ÷ GEMM rate; FLOPs count convolutions and matrix products only.
 
 {notes}"""
-    (out / "RESULTS.md").write_text(body)
+    (out / f"RESULTS{stem}.md").write_text(body)
     print(body)
 
 

@@ -99,6 +99,10 @@ pub struct WorkerConfig {
     pub threads: Option<usize>,
     /// Folder for the CPU provider's optimized graphs, reused by the next start; absent = none.
     pub session_cache_dir: Option<PathBuf>,
+    /// `fp32`, or `bf16` for the parts on `openvino` on CPUs with AVX512-BF16 or AMX (faster; the
+    /// images change, by what deploy/bench/PRECISION.md states).
+    #[serde(default = "default_precision")]
+    pub precision: String,
     /// Unacknowledged jobs the broker hands one worker at a time.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
@@ -155,6 +159,7 @@ impl WorkerConfig {
             library: None,
             intra_threads: self.threads,
             session_cache: self.session_cache_dir.clone(),
+            precision: self.precision.parse().map_err(error("precision".into()))?,
         })
     }
 }
@@ -203,6 +208,10 @@ fn default_upscale_tile() -> usize {
 fn default_upscale_tile_overlap() -> usize {
     Tiling::default().overlap
 }
+fn default_precision() -> String {
+    "fp32".into()
+}
+
 fn default_warm_up() -> bool {
     true
 }
@@ -228,6 +237,7 @@ fn default_ttl_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rapid_engine::runtime::Precision;
 
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config.example.toml");
 
@@ -282,5 +292,13 @@ mod tests {
         gpu.execution_provider = "gpu".into();
         let default = gpu.runtime_options().unwrap_err().to_string();
         assert!(default.contains("worker.execution_provider") && default.contains("`gpu`"), "{default}");
+    }
+
+    #[test]
+    fn precision_is_fp32_unless_told_and_a_wrong_one_names_its_key() {
+        assert_eq!(worker_section("").runtime_options().unwrap().precision, Precision::Fp32);
+        assert_eq!(worker_section("precision = \"bf16\"").runtime_options().unwrap().precision, Precision::Bf16);
+        let error = worker_section("precision = \"fp16\"").runtime_options().unwrap_err().to_string();
+        assert!(error.contains("worker.precision") && error.contains("fp32, bf16"), "{error}");
     }
 }

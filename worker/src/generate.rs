@@ -18,7 +18,7 @@ use rapid_engine::marking::{Corner, LabelOptions, OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::pipeline::{read_latents, GenerationRequest, Pipeline};
-use rapid_engine::runtime::{ExecutionProvider, Part, Providers, Runtime, RuntimeOptions};
+use rapid_engine::runtime::{ExecutionProvider, Part, Precision, Providers, Runtime, RuntimeOptions};
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use serde::Serialize;
 
@@ -91,6 +91,10 @@ pub struct GenerateArgs {
     /// Threads per ONNX Runtime operator (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// fp32 | bf16: the arithmetic of the parts on openvino (bf16 needs a CPU with AVX512-BF16 or
+    /// AMX; faster, and the image changes).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Keep the CPU provider's optimized graphs in this folder, so the next start loads them
     /// instead of optimizing again (about a copy of each model's weights on disk).
     #[arg(long)]
@@ -164,6 +168,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         library: None,
         intra_threads: args.threads,
         session_cache: args.session_cache.clone(),
+        precision: args.precision,
     })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let request = GenerationRequest {

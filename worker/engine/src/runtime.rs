@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use ort::environment::Environment;
-use ort::ep::{self, ExecutionProviderDispatch};
+use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider, ExecutionProviderDispatch};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
@@ -83,6 +83,81 @@ impl FromStr for ExecutionProvider {
     fn from_str(s: &str) -> Result<Self> {
         by_name(&Self::ALL, Self::name, s, "execution provider")
     }
+}
+
+/// The arithmetic of the parts on OpenVINO. The other providers run what the graph holds (for CUDA,
+/// fp16 comes from fp16 model files: `deploy/export/fp16.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The graph's own float32, as diffusers' references are computed.
+    #[default]
+    Fp32,
+    /// bfloat16 matrix products (OpenVINO's `INFERENCE_PRECISION_HINT`), for CPUs with AVX512-BF16
+    /// or AMX: on a 2-core Xeon with AMX the Table 6 U-Net call ran 2.1× faster, and images moved
+    /// by the amounts deploy/bench/PRECISION.md states. Opt-in, because the images change.
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Self::Fp32, Self::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// Refuses bf16 where it would not do what it says: on no OpenVINO part (the only provider that
+    /// takes the hint), or on a CPU without bf16 instructions, where OpenVINO would emulate it
+    /// more slowly than fp32. `cpu_flags` is the `flags` line of /proc/cpuinfo.
+    fn check(self, providers: &Providers, cpu_flags: &str) -> Result<()> {
+        if self == Self::Fp32 {
+            return Ok(());
+        }
+        if !Part::ALL.iter().any(|&part| providers.for_part(part) == ExecutionProvider::OpenVino) {
+            return Err(EngineError::invalid(
+                "precision",
+                format!(
+                    "bf16 runs only on the openvino provider and no part is on it ({providers}); put the parts \
+                     that should run in bf16 on openvino (execution_provider or part_providers), or use fp32"
+                ),
+            ));
+        }
+        let flags: Vec<&str> = cpu_flags.split_whitespace().collect();
+        if !flags.iter().any(|&flag| flag == "avx512_bf16" || flag == "amx_bf16") {
+            return Err(EngineError::invalid(
+                "precision",
+                "bf16 needs a CPU with avx512_bf16 or amx_bf16 (see /proc/cpuinfo), and this one has neither: \
+                 OpenVINO would emulate it, slower than fp32; use fp32 on this machine",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        by_name(&Self::ALL, Self::name, s, "precision")
+    }
+}
+
+/// The `flags` line of the first core in /proc/cpuinfo; empty where there is none.
+fn cpu_flags() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find(|line| line.split(':').next().is_some_and(|field| field.trim() == "flags"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, flags)| flags.to_string())
+        .unwrap_or_default()
 }
 
 /// The ONNX parts of a model directory, as far as choosing where each one runs goes.
@@ -208,6 +283,8 @@ pub struct RuntimeOptions {
     /// Where CPU-provider sessions keep their optimized graphs between starts
     /// (`crate::session_cache`); `None` optimizes at every start.
     pub session_cache: Option<PathBuf>,
+    /// The arithmetic of the parts on OpenVINO.
+    pub precision: Precision,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
@@ -217,12 +294,14 @@ pub struct Runtime {
     providers: Providers,
     intra_threads: Option<usize>,
     session_cache: Option<SessionCache>,
+    precision: Precision,
 }
 
 impl Runtime {
     pub fn new(options: &RuntimeOptions) -> Result<Self> {
         // Checked even when the library is named: no library has both CUDA and OpenVINO.
         let flavour = options.providers.library_flavour()?;
+        options.precision.check(&options.providers, &cpu_flags())?;
         let path = options
             .library
             .clone()
@@ -236,6 +315,7 @@ impl Runtime {
             providers: options.providers.clone(),
             intra_threads: options.intra_threads,
             session_cache,
+            precision: options.precision,
         })
     }
 
@@ -348,9 +428,16 @@ impl Runtime {
             ExecutionProvider::Cpu => None,
             ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
             ExecutionProvider::TensorRt => Some(ep::TensorRT::default().build().error_on_failure()),
-            // fp32 like the other providers: OpenVINO would otherwise pick bf16 on CPUs that have it.
             ExecutionProvider::OpenVino => {
-                let openvino = ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32");
+                let openvino = ep::OpenVINO::default().with_device_type("CPU");
+                let openvino = match self.precision {
+                    // Said even for fp32: OpenVINO would otherwise pick bf16 on CPUs that have it.
+                    Precision::Fp32 => openvino.with_precision("FP32"),
+                    // The provider's `precision` takes only FP32 or ACCURACY on the CPU; the CPU
+                    // plugin's own property, passed through, takes bf16.
+                    Precision::Bf16 => openvino
+                        .with_arbitrary_config("load_config", r#"{"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}"#),
+                };
                 let openvino = match self.intra_threads {
                     Some(threads) => openvino.with_num_threads(threads),
                     None => openvino,
@@ -452,6 +539,34 @@ mod tests {
         };
         let error = Runtime::new(&options).err().expect("mixed libraries must be refused").to_string();
         assert!(error.contains("one process loads one"), "{error}");
+    }
+
+    #[test]
+    fn bf16_is_refused_without_an_openvino_part_or_bf16_instructions() {
+        let amx = "fpu avx512f avx512_bf16 amx_bf16 amx_tile";
+        let on_cpu = Providers::all(ExecutionProvider::Cpu);
+        let unet_on_openvino = on_cpu.clone().with(Part::Unet, ExecutionProvider::OpenVino);
+        assert!(Precision::Fp32.check(&on_cpu, "").is_ok(), "fp32 needs nothing");
+        assert!(Precision::Bf16.check(&unet_on_openvino, amx).is_ok());
+        assert!(Precision::Bf16.check(&unet_on_openvino, "fpu avx512f avx512_bf16").is_ok(), "AVX512-BF16 is enough");
+
+        let error = Precision::Bf16.check(&on_cpu, amx).unwrap_err().to_string();
+        assert!(error.contains("invalid precision") && error.contains("only on the openvino provider"), "{error}");
+        let error = Precision::Bf16.check(&unet_on_openvino, "fpu avx2 avx512f").unwrap_err().to_string();
+        assert!(error.contains("avx512_bf16 or amx_bf16") && error.contains("use fp32"), "{error}");
+
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        let error = "fp16".parse::<Precision>().unwrap_err().to_string();
+        assert!(error.contains("`fp16` is not one of fp32, bf16"), "{error}");
+    }
+
+    #[test]
+    fn cpu_flags_come_from_proc_cpuinfo() {
+        // Every x86-64 CPU has these; on other machines the line is empty and bf16 is refused.
+        if cfg!(target_arch = "x86_64") {
+            let flags = cpu_flags();
+            assert!(flags.split_whitespace().any(|flag| flag == "sse2"), "{flags}");
+        }
     }
 
     #[test]

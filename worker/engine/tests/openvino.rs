@@ -6,21 +6,40 @@
 mod support;
 
 use ndarray::Array4;
+use rapid_engine::error::Result;
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
 use rapid_engine::pipeline::Pipeline;
-use rapid_engine::runtime::{ExecutionProvider, Part, Providers, Runtime, RuntimeOptions};
+use rapid_engine::runtime::{ExecutionProvider, Part, Precision, Providers, Runtime, RuntimeOptions};
 use support::{no_progress, npy, repo, Cases};
 
-fn openvino(providers: Providers) -> Runtime {
+fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
     let options = RuntimeOptions {
         providers,
         library: Some(repo().join(".cache/onnxruntime/openvino/libonnxruntime.so")),
         intra_threads: Some(2),
         session_cache: None,
+        precision,
     };
     Runtime::new(&options)
+}
+
+fn openvino(providers: Providers) -> Runtime {
+    openvino_in(providers, Precision::Fp32)
         .expect("the OpenVINO build of ONNX Runtime did not load: run `bash deploy/setup.sh --openvino`")
 }
+
+/// Whether this CPU has the instructions `Precision::Bf16` needs.
+fn cpu_has_bf16() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .filter(|line| line.starts_with("flags"))
+        .take(1)
+        .any(|flags| flags.split_whitespace().any(|flag| flag == "avx512_bf16" || flag == "amx_bf16"))
+}
+
+/// How far bf16 images may be from diffusers' fp32 references, in levels of 255: the tiny models
+/// measured 1.7–7.9 on a Xeon with AMX; 12 leaves room for AVX512-BF16's rounding on other CPUs.
+const BF16_BOUND: f32 = 12.0;
 
 /// One process, one library: every check shares it, so they are one test.
 #[test]
@@ -39,6 +58,35 @@ fn openvino_meets_the_diffusers_references_like_the_cpu_provider() {
             eprintln!("{}: max |diff| {worst:.4}/255 on {providers}", case.name);
             assert!(worst <= 2.0, "{}: {providers} differs from diffusers by {worst}/255 (bound 2/255)", case.name);
         }
+    }
+
+    // bf16, where the CPU has it: the same pipelines within a looser bound of diffusers' fp32
+    // references (bf16 keeps 8 significant bits), and not the fp32 images, which shows the hint
+    // reached OpenVINO. Elsewhere the runtime refuses bf16, naming the instructions it lacks.
+    let bf16 = openvino_in(Providers::all(ExecutionProvider::OpenVino), Precision::Bf16);
+    if cpu_has_bf16() {
+        let bf16 = bf16.expect("bf16 on a CPU with avx512_bf16 or amx_bf16");
+        for case in &cases {
+            let in_bf16 = Pipeline::load(&bf16, &repo().join(&case.model_dir))
+                .unwrap()
+                .generate(&case.request(), &mut no_progress())
+                .unwrap();
+            let in_fp32 = Pipeline::load(&runtime, &repo().join(&case.model_dir))
+                .unwrap()
+                .generate(&case.request(), &mut no_progress())
+                .unwrap();
+            let worst = case.levels_off(&in_bf16.image);
+            eprintln!("{}: max |diff| {worst:.4}/255 in bf16", case.name);
+            assert!(
+                worst <= BF16_BOUND,
+                "{}: bf16 differs from diffusers by {worst}/255 (bound {BF16_BOUND}/255)",
+                case.name
+            );
+            assert_ne!(in_bf16.image, in_fp32.image, "{}: bf16 gave the fp32 image; the hint did not apply", case.name);
+        }
+    } else {
+        let error = bf16.err().expect("bf16 must be refused on a CPU without bf16 instructions").to_string();
+        assert!(error.contains("avx512_bf16 or amx_bf16"), "{error}");
     }
 
     // ESRGAN, where OpenVINO is faster on CPU: whole and tiled, against PyTorch.
