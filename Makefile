@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup gpu-payload
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup bench-precision gpu-payload
 
 setup:
 	bash deploy/setup.sh
@@ -92,6 +92,14 @@ bench-startup: setup fixtures-env
 	bash deploy/setup.sh --openvino
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	python3 deploy/bench/startup.py
+
+## The worker in fp32 against bf16 (worker.precision) on OpenVINO, Table 6 model: time per stage and how
+## far the image moves → deploy/bench/precision.json (PRECISION.md reads it). Needs a CPU with
+## avx512_bf16 or amx_bf16. About 6 minutes on a 2-core Xeon with AMX.
+bench-precision: setup fixtures-env
+	bash deploy/setup.sh --openvino
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	.venv-fixtures/bin/python deploy/bench/precision.py
 
 ## Issue 4's GPU check, in two halves. Here: what a GPU machine without Rust, diffusers or network
 ## needs, into .gpu/ (under 64 MiB). There: `bash deploy/bench/gpu.sh` (CUDA kernel tests, the worker

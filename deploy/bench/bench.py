@@ -302,7 +302,8 @@ def precision(worker_args):
 
 def write_report(out, stem, saved, repeats, peer_calls, minutes):
     info, rate, flops, steps, results = saved["machine"], saved["gemm_gflops"], saved["flops"], saved["steps"], saved["results"]
-    notes = (out / "NOTES.md").read_text() if (out / "NOTES.md").exists() else ""
+    # The hand-written reading of the run of the same name (NOTES.md for the main one).
+    notes = (out / f"NOTES{stem}.md").read_text() if (out / f"NOTES{stem}.md").exists() else ""
     body = f"""# Benchmark: the worker against its peers (paper Table 3, on this CPU)
 
 Reproduce: `make bench` (exports the model first if missing; about 10 minutes on 2 cores).
