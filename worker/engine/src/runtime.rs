@@ -20,6 +20,25 @@ use crate::attention;
 use crate::error::{EngineError, Result};
 use crate::session_cache::{SessionCache, WEIGHTS};
 
+/// `Display` and `FromStr` by `name()` over `ALL`, for the enums a configuration names.
+macro_rules! named_in_config {
+    ($type:ty, $what:literal) => {
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $type {
+            type Err = EngineError;
+
+            fn from_str(s: &str) -> Result<Self> {
+                by_name(&Self::ALL, Self::name, s, $what)
+            }
+        }
+    };
+}
+
 /// Where ONNX Runtime executes the graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExecutionProvider {
@@ -71,19 +90,7 @@ impl ExecutionProvider {
     }
 }
 
-impl std::fmt::Display for ExecutionProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ExecutionProvider {
-    type Err = EngineError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        by_name(&Self::ALL, Self::name, s, "execution provider")
-    }
-}
+named_in_config!(ExecutionProvider, "execution provider");
 
 /// The arithmetic of the parts on OpenVINO. The other providers run what the graph holds (for CUDA,
 /// fp16 comes from fp16 model files: `deploy/export/fp16.py`).
@@ -124,8 +131,7 @@ impl Precision {
                 ),
             ));
         }
-        let flags: Vec<&str> = cpu_flags.split_whitespace().collect();
-        if !flags.iter().any(|&flag| flag == "avx512_bf16" || flag == "amx_bf16") {
+        if !has_bf16(cpu_flags) {
             return Err(EngineError::invalid(
                 "precision",
                 "bf16 needs a CPU with avx512_bf16 or amx_bf16 (see /proc/cpuinfo), and this one has neither: \
@@ -136,18 +142,15 @@ impl Precision {
     }
 }
 
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
+named_in_config!(Precision, "precision");
+
+/// Whether this CPU has the instructions `Precision::Bf16` needs: AVX512-BF16 or AMX-BF16.
+pub fn cpu_has_bf16() -> bool {
+    has_bf16(&cpu_flags())
 }
 
-impl FromStr for Precision {
-    type Err = EngineError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        by_name(&Self::ALL, Self::name, s, "precision")
-    }
+fn has_bf16(cpu_flags: &str) -> bool {
+    cpu_flags.split_whitespace().any(|flag| flag == "avx512_bf16" || flag == "amx_bf16")
 }
 
 /// The `flags` line of the first core in /proc/cpuinfo; empty where there is none.
@@ -182,19 +185,7 @@ impl Part {
     }
 }
 
-impl std::fmt::Display for Part {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Part {
-    type Err = EngineError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        by_name(&Self::ALL, Self::name, s, "model part")
-    }
-}
+named_in_config!(Part, "model part");
 
 /// The member of `all` called `s`; the error lists every name, so it cannot fall behind the enum.
 fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'static str) -> Result<T> {

@@ -9,7 +9,7 @@ use ndarray::Array4;
 use rapid_engine::error::Result;
 use rapid_engine::parts::upscaler::{Tiling, Upscaler};
 use rapid_engine::pipeline::Pipeline;
-use rapid_engine::runtime::{ExecutionProvider, Part, Precision, Providers, Runtime, RuntimeOptions};
+use rapid_engine::runtime::{cpu_has_bf16, ExecutionProvider, Part, Precision, Providers, Runtime, RuntimeOptions};
 use support::{no_progress, npy, repo, Cases};
 
 fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
@@ -26,15 +26,6 @@ fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
 fn openvino(providers: Providers) -> Runtime {
     openvino_in(providers, Precision::Fp32)
         .expect("the OpenVINO build of ONNX Runtime did not load: run `bash deploy/setup.sh --openvino`")
-}
-
-/// Whether this CPU has the instructions `Precision::Bf16` needs.
-fn cpu_has_bf16() -> bool {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    info.lines()
-        .filter(|line| line.starts_with("flags"))
-        .take(1)
-        .any(|flags| flags.split_whitespace().any(|flag| flag == "avx512_bf16" || flag == "amx_bf16"))
 }
 
 /// How far bf16 images may be from diffusers' fp32 references, in levels of 255: the tiny models
