@@ -82,7 +82,8 @@ def main():
         "",
         "Configurations: `worker fp32` runs the exported graphs; `worker fp32-fused` has the U-Net's attention "
         "as `com.microsoft.MultiHeadAttention` (`fuse_attention.py --fused ort`); `worker fp16-fused` is that "
-        "U-Net and ESRGAN in fp16 (`deploy/export/fp16.py`, fp32 at the graphs' edges). PyTorch rows are "
+        "U-Net and ESRGAN in fp16 (`deploy/export/fp16.py`, fp32 at the graphs' edges); `worker fp16` the same "
+        "without the attention fusion. PyTorch rows are "
         "diffusers' modules on the same configs with its default attention (`scaled_dot_product_attention`).",
         "",
     ]
