@@ -100,8 +100,9 @@ pub enum Precision {
     #[default]
     Fp32,
     /// bfloat16 matrix products (OpenVINO's `INFERENCE_PRECISION_HINT`), for CPUs with AVX512-BF16
-    /// or AMX: on a 2-core Xeon with AMX the Table 6 U-Net call ran 2.1× faster, and images moved
-    /// by the amounts deploy/bench/PRECISION.md states. Opt-in, because the images change.
+    /// or AMX: on a 2-core Xeon with AMX a Table 6 image ran 3.4× faster (U-Net 655 against 2194 ms
+    /// a step), and images moved by the amounts deploy/bench/PRECISION.md states. Opt-in, because
+    /// the images change.
     Bf16,
 }
 
