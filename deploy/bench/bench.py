@@ -282,19 +282,23 @@ def gemm_libraries(saved):
     return f" ({', '.join(f'{name} {rate:.0f}' for name, rate in rates.items())})" if rates else " (numpy/OpenBLAS only)"
 
 
+def worker_option(worker_args, flag):
+    """The value the worker's options give `flag`, or None."""
+    args = shlex.split(worker_args)
+    return args[args.index(flag) + 1] if flag in args else None
+
+
 def tiling(worker_args):
     """How the worker's ESRGAN ran, from its options."""
-    args = shlex.split(worker_args)
-    if "--tile-size" not in args:
+    size = worker_option(worker_args, "--tile-size")
+    if size is None:
         return "ESRGAN in the worker's default tiles (128 px, 8 px context)."
-    size = args[args.index("--tile-size") + 1]
     return "ESRGAN on the whole image." if size == "0" else f"ESRGAN in {size}-px tiles."
 
 
 def precision(worker_args):
     """What the worker's arithmetic was, from its options."""
-    args = shlex.split(worker_args)
-    if "--precision" in args and args[args.index("--precision") + 1] == "bf16":
+    if worker_option(worker_args, "--precision") == "bf16":
         return ("\n**The worker ran in bf16** (`--precision bf16`, on OpenVINO), the peers in fp32: the arithmetic "
                 "differs, the worker's images move (PRECISION.md), and its stages can run below the fp32 floors.")
     return ""

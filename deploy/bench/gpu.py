@@ -19,7 +19,6 @@ Writes the JSON report to --out; `gpu_report.py` turns it into deploy/bench/GPU.
 """
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
@@ -56,17 +55,13 @@ def worker(binary, model, repeats, provider, steps):
     return row
 
 
-def fixtures():
-    spec = importlib.util.spec_from_file_location("make_models", ROOT / "tests/fixtures/make_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def torch_peer(model: Path, dtype_name: str, calls: int, device_name: str, steps: int):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import BertConfig, BertModel
+
+    sys.path.insert(0, str(ROOT / "deploy/export"))
+    from export_table6 import fixtures_module
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype_name]
     device = torch.device(device_name)
@@ -87,7 +82,7 @@ def torch_peer(model: Path, dtype_name: str, calls: int, device_name: str, steps
         bert = BertModel(BertConfig.from_json_file(model / "text_encoder/config.json"), add_pooling_layer=False)
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(model / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(model / "vae_decoder"))
-        rrdb = fixtures().RRDBNet(3, 3, nf=64, nb=23, gc=32)
+        rrdb = fixtures_module().RRDBNet(3, 3, nf=64, nb=23, gc=32)
     bert, unet, vae, rrdb = (m.to(device=device, dtype=dtype).eval() for m in (bert, unet, vae, rrdb))
     with torch.no_grad():
         ids = torch.randint(104, 21128, (2, 32), device=device)

@@ -15,7 +15,10 @@ import argparse
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from fuse_attention import save
 
 
 def resize_constants(model: onnx.ModelProto) -> list:
@@ -28,9 +31,10 @@ def resize_constants(model: onnx.ModelProto) -> list:
 
 
 def convert(source: Path, out: Path) -> None:
-    model = onnx.load(str(source), load_external_data=True)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL
-                   for t in onnx.load(str(source), load_external_data=False).graph.initializer)
+    model = onnx.load(str(source), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if external:
+        load_external_data_for_model(model, str(source.parent))
     model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=external,
                                      node_block_list=resize_constants(model))
     # Shape inference gave intermediate values symbolic shapes such as [1, 3, height, width] for
@@ -39,12 +43,7 @@ def convert(source: Path, out: Path) -> None:
     # mismatch attempting to re-use buffer"). Without these hints ONNX Runtime infers the shapes
     # it needs itself, as it does for the fp32 graph.
     del model.graph.value_info[:]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if external:  # a U-Net stays over protobuf's 2 GB limit only in fp32, but keep the layout
-        onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx_data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(out))
+    save(model, out, external)  # external: a U-Net is under 2 GB in fp16, but keeps the layout
     print(f"{out.parent.name}: fp16, {len(model.graph.node)} nodes", flush=True)
 
 

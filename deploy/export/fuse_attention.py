@@ -207,6 +207,9 @@ def save(model: onnx.ModelProto, path: Path, external: bool) -> None:
     model.ir_version = min(model.ir_version, IR_VERSION) if model.ir_version else IR_VERSION
     path.parent.mkdir(parents=True, exist_ok=True)
     if external:
+        # onnx appends to an existing weights file, so a second save into the folder would leave
+        # the first one's tensors in it.
+        (path.parent / "model.onnx_data").unlink(missing_ok=True)
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location="model.onnx_data", size_threshold=1024)
     else:

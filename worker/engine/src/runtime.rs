@@ -118,8 +118,8 @@ impl Precision {
 
     /// Refuses bf16 where it would not do what it says: on no OpenVINO part (the only provider that
     /// takes the hint), or on a CPU without bf16 instructions, where OpenVINO would emulate it
-    /// more slowly than fp32. `cpu_flags` is the `flags` line of /proc/cpuinfo.
-    fn check(self, providers: &Providers, cpu_flags: &str) -> Result<()> {
+    /// more slowly than fp32. `cpu_flags` gives the `flags` line of /proc/cpuinfo, read only for bf16.
+    fn check(self, providers: &Providers, cpu_flags: impl FnOnce() -> String) -> Result<()> {
         if self == Self::Fp32 {
             return Ok(());
         }
@@ -132,7 +132,7 @@ impl Precision {
                 ),
             ));
         }
-        if !has_bf16(cpu_flags) {
+        if !has_bf16(&cpu_flags()) {
             return Err(EngineError::invalid(
                 "precision",
                 "bf16 needs a CPU with avx512_bf16 or amx_bf16 (see /proc/cpuinfo), and this one has neither: \
@@ -293,7 +293,7 @@ impl Runtime {
     pub fn new(options: &RuntimeOptions) -> Result<Self> {
         // Checked even when the library is named: no library has both CUDA and OpenVINO.
         let flavour = options.providers.library_flavour()?;
-        options.precision.check(&options.providers, &cpu_flags())?;
+        options.precision.check(&options.providers, cpu_flags)?;
         let path = options
             .library
             .clone()
@@ -535,16 +535,17 @@ mod tests {
 
     #[test]
     fn bf16_is_refused_without_an_openvino_part_or_bf16_instructions() {
-        let amx = "fpu avx512f avx512_bf16 amx_bf16 amx_tile";
+        let amx = || "fpu avx512f avx512_bf16 amx_bf16 amx_tile".to_string();
         let on_cpu = Providers::all(ExecutionProvider::Cpu);
         let unet_on_openvino = on_cpu.clone().with(Part::Unet, ExecutionProvider::OpenVino);
-        assert!(Precision::Fp32.check(&on_cpu, "").is_ok(), "fp32 needs nothing");
+        assert!(Precision::Fp32.check(&on_cpu, || unreachable!("fp32 reads no flags")).is_ok());
         assert!(Precision::Bf16.check(&unet_on_openvino, amx).is_ok());
-        assert!(Precision::Bf16.check(&unet_on_openvino, "fpu avx512f avx512_bf16").is_ok(), "AVX512-BF16 is enough");
+        let avx512_bf16 = || "fpu avx512f avx512_bf16".to_string();
+        assert!(Precision::Bf16.check(&unet_on_openvino, avx512_bf16).is_ok(), "AVX512-BF16 is enough");
 
         let error = Precision::Bf16.check(&on_cpu, amx).unwrap_err().to_string();
         assert!(error.contains("invalid precision") && error.contains("only on the openvino provider"), "{error}");
-        let error = Precision::Bf16.check(&unet_on_openvino, "fpu avx2 avx512f").unwrap_err().to_string();
+        let error = Precision::Bf16.check(&unet_on_openvino, || "fpu avx2 avx512f".into()).unwrap_err().to_string();
         assert!(error.contains("avx512_bf16 or amx_bf16") && error.contains("use fp32"), "{error}");
 
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
