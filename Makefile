@@ -123,3 +123,5 @@ fixtures: fixtures-env
 	bash tests/fixtures/make_knowledge_models.sh
 	.venv-fixtures/bin/python deploy/export/fuse_attention.py --model tests/fixtures/models/tiny-sd-clip \
 		--out tests/fixtures/models/tiny-sd-clip-flash --fused rapid
+	.venv-fixtures/bin/python deploy/export/winograd.py --model tests/fixtures/models/tiny-sd-clip \
+		--out tests/fixtures/models/tiny-sd-clip-winograd --min-size 1

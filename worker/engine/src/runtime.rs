@@ -1,5 +1,5 @@
 //! ONNX Runtime: locating and loading its shared library, choosing the execution provider, and
-//! building sessions (with the project's custom operators, `crate::attention`, registered).
+//! building sessions (with the project's custom operators, `crate::operators`, registered).
 //!
 //! The library is loaded at run time (`ort`'s `load-dynamic`) instead of linked, so one binary runs
 //! with the CPU wheel's library or the GPU wheel's. A requested provider that cannot load is an
@@ -16,8 +16,8 @@ use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider, ExecutionProviderD
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
-use crate::attention;
 use crate::error::{EngineError, Result};
+use crate::operators;
 use crate::session_cache::{SessionCache, WEIGHTS};
 
 /// `Display` and `FromStr` by `name()` over `ALL`, for the enums a configuration names.
@@ -400,9 +400,10 @@ impl Runtime {
             builder = builder.with_intra_threads(threads).map_err(|e| builder_error(e.into()))?;
         }
         // Every session knows the project's own operators, so a graph rewritten with
-        // `ai.rapid::FlashAttention` loads like any other. A fresh domain per session because
-        // ort's `OperatorDomain` is not `Sync`, and `Runtime` is shared across worker threads.
-        let operators = attention::op::operator_domain().map_err(builder_error)?;
+        // `ai.rapid::FlashAttention` or `ai.rapid::WinogradConv` loads like any other. A fresh
+        // domain per session because ort's `OperatorDomain` is not `Sync`, and `Runtime` is shared
+        // across worker threads.
+        let operators = operators::domain().map_err(builder_error)?;
         builder = builder.with_operators(operators).map_err(|e| builder_error(e.into()))?;
         let provider = self.providers.for_part(part);
         if let Some(dispatch) = self.dispatch(provider) {

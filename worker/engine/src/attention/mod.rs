@@ -32,8 +32,8 @@ pub mod op;
 mod reference;
 mod softmax;
 
-/// The operator's domain and name, as the rewritten graphs spell them.
-pub const DOMAIN: &str = "ai.rapid";
+/// The operator's name in the `ai.rapid` domain (`crate::operators`), as the rewritten graphs
+/// spell it.
 pub const OP_NAME: &str = "FlashAttention";
 
 /// The sizes of one attention call, read from its three inputs.

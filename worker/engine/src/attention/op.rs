@@ -14,18 +14,13 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
+use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use super::{cpu, AttentionInputs, AttentionShape, DOMAIN, OP_NAME};
-
-/// The `ai.rapid` domain with every operator the project defines; register it on each session.
-pub fn operator_domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(FlashAttentionOp)
-}
+use super::{cpu, AttentionInputs, AttentionShape, OP_NAME};
 
 /// The operator's description for ONNX Runtime: three float inputs, one float output.
-struct FlashAttentionOp;
+pub struct FlashAttentionOp;
 
 impl Operator for FlashAttentionOp {
     type Kernel<'attr> = FlashAttentionKernel;
@@ -55,7 +50,7 @@ impl Operator for FlashAttentionOp {
 }
 
 /// One node's kernel: its attributes, read once.
-struct FlashAttentionKernel {
+pub struct FlashAttentionKernel {
     heads: i64,
     /// `None` means the contract's default, 1/√D, which depends on the input width.
     scale: Option<f32>,

@@ -1,0 +1,49 @@
+//! The project's `ai.rapid::WinogradConv` operator inside a real U-Net: the tiny fixture U-Net
+//! (`tests/fixtures/models/tiny-sd-clip`) against its copy rewritten by
+//! `deploy/export/winograd.py --min-size 1` (`tiny-sd-clip-winograd`, all 19 of its 3×3 convolutions
+//! custom nodes), loaded through the engine's own `Runtime`, which registers the operator.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Array4};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use rapid_engine::parts::unet::Unet;
+use rapid_engine::runtime::{Runtime, RuntimeOptions};
+
+fn unet_path(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(model).join("unet/model.onnx")
+}
+
+fn predict(unet: &mut Unet, sample: &Array4<f32>, hidden: &Array3<f32>) -> Array4<f32> {
+    let mut prediction = None;
+    unet.predict(sample.view(), 500.0, hidden.view(), &mut |out| prediction = Some(out.to_owned())).unwrap();
+    prediction.unwrap()
+}
+
+fn normal<D: ndarray::Dimension>(shape: impl ndarray::ShapeBuilder<Dim = D>, seed: u64) -> ndarray::Array<f32, D> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    ndarray::Array::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
+}
+
+#[test]
+fn unet_with_winograd_convolutions_matches_the_plain_graph() {
+    let runtime = Runtime::new(&RuntimeOptions { intra_threads: Some(2), ..RuntimeOptions::default() })
+        .expect("ONNX Runtime did not load: run `bash deploy/setup.sh`");
+    let mut plain = Unet::load(&runtime, &unet_path("tiny-sd-clip"), 2).unwrap();
+    let mut rewritten = Unet::load(&runtime, &unet_path("tiny-sd-clip-winograd"), 2).unwrap();
+    // The fixture's own 16×16 latent (feature maps 16 and 8, whole tiles), a 12×12 one (12 and 6:
+    // the 6×6 map ends in half a tile) and a batch of 3 on a 10×14 latent.
+    for (batch, height, width) in [(2, 16, 16), (2, 12, 12), (3, 10, 14)] {
+        let sample = normal((batch, 4, height, width), 1);
+        let hidden = normal((batch, 77, 32), 2);
+        let expected = predict(&mut plain, &sample, &hidden);
+        let got = predict(&mut rewritten, &sample, &hidden);
+        let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = (&got - &expected).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+        assert!(
+            diff < 1e-4 * scale.max(1.0),
+            "batch {batch}, {height}×{width} latent: max abs diff {diff} at scale {scale}"
+        );
+    }
+}
