@@ -184,6 +184,23 @@ unsafe impl Send for SharedOutput {}
 /// Stage 1 for tile row `item` (image item / tile_rows, row item % tile_rows): writes
 /// V[p, ·, ·] for the row's tiles into `out` ([tile_cols, 36, C]).
 fn transform_input_row(input: &[f32], shape: &ConvShape, item: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
+        return unsafe { transform_input_row_avx2(input, shape, item, out) };
+    }
+    transform_input_row_lanes(input, shape, item, out)
+}
+
+/// `transform_input_row` compiled for AVX2's 8 lanes; see `transform_output_block_avx2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_input_row_avx2(input: &[f32], shape: &ConvShape, item: usize, out: &mut [f32]) {
+    transform_input_row_lanes(input, shape, item, out)
+}
+
+#[inline(always)]
+fn transform_input_row_lanes(input: &[f32], shape: &ConvShape, item: usize, out: &mut [f32]) {
     let (c_count, height, width) = (shape.in_channels, shape.height, shape.width);
     let tile_cols = shape.tile_cols();
     let (image, tile_row) = (item / shape.tile_rows(), item % shape.tile_rows());
@@ -235,6 +252,39 @@ fn transform_input_row(input: &[f32], shape: &ConvShape, item: usize, out: &mut 
 /// Stage 3 for output channels `first_channel..` of `image`: writes their planes into `out`
 /// ([lanes, H, W]).
 fn transform_output_block(
+    products: &[f32],
+    shape: &ConvShape,
+    bias: &[f32],
+    image: usize,
+    first_channel: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
+        return unsafe { transform_output_block_avx2(products, shape, bias, image, first_channel, out) };
+    }
+    transform_output_block_lanes(products, shape, bias, image, first_channel, out)
+}
+
+/// `transform_output_block` compiled for AVX2. The transforms are lane-wise arithmetic that the
+/// compiler vectorises, but the build targets baseline x86-64 (SSE2, 4 lanes); this copy of the same
+/// body, picked at run time, uses 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_output_block_avx2(
+    products: &[f32],
+    shape: &ConvShape,
+    bias: &[f32],
+    image: usize,
+    first_channel: usize,
+    out: &mut [f32],
+) {
+    transform_output_block_lanes(products, shape, bias, image, first_channel, out)
+}
+
+#[inline(always)]
+fn transform_output_block_lanes(
     products: &[f32],
     shape: &ConvShape,
     bias: &[f32],

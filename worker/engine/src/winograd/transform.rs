@@ -40,6 +40,7 @@ pub fn output_map([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
 }
 
 /// `input_map` on many independent lanes: `out[i][l] = (Bᵀ·x[·][l])[i]`.
+#[inline(always)]
 pub fn input_lanes(x: [&[f32]; 6], out: [&mut [f32]; 6]) {
     let [o0, o1, o2, o3, o4, o5] = out;
     let lanes = o0.len();
@@ -50,6 +51,7 @@ pub fn input_lanes(x: [&[f32]; 6], out: [&mut [f32]; 6]) {
 }
 
 /// `output_map` on many independent lanes: `out[i][l] = (Aᵀ·m[·][l])[i]`.
+#[inline(always)]
 pub fn output_lanes(m: [&[f32]; 6], out: [&mut [f32]; 4]) {
     let [o0, o1, o2, o3] = out;
     let lanes = o0.len();
