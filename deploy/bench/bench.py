@@ -124,12 +124,12 @@ def mark_and_encode(image_u8):
     return buffer.getvalue()
 
 
-def worker(repeats, steps, extra_args):
+def worker(repeats, steps, extra_args, model):
     build()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            runs.append(generate(steps, THREADS, Path(tmp), ["--warm-up", *extra_args])[0])
+            runs.append(generate(steps, THREADS, Path(tmp), ["--warm-up", *extra_args], model=model)[0])
             print(f"worker run {i + 1}/{repeats}: {runs[-1]['total'] / 1e3:.1f} s", flush=True)
     median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
@@ -237,6 +237,9 @@ def main():
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--worker-args", default="",
                         help="more `rapid-worker generate` options, e.g. '--part-provider upscaler=openvino'")
+    parser.add_argument("--worker-model", type=Path, default=MODEL,
+                        help="the worker's model directory: the Table 6 model or a rewrite of it (deploy/export/), "
+                             "e.g. .cache/models/table6-winograd; the peers always run the plain export")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
     parser.add_argument("--name", default="",
                         help="write RESULTS-NAME.md and results-NAME.json, e.g. for a bf16 worker run beside the fp32 one")
@@ -267,11 +270,13 @@ def main():
     print(f"diffusers ONNX: {json.dumps({k: round(v) for k, v in results['diffusers_onnx'].items()})}", flush=True)
     results["torch_eager"], flops = eager_peer(args.peer_calls, args.steps)
     print(f"PyTorch eager: {json.dumps({k: round(v) for k, v in results['torch_eager'].items()})}", flush=True)
-    results["worker"] = worker(args.repeats, args.steps, shlex.split(args.worker_args))
+    if not (args.worker_model / "unet/model.onnx").exists():
+        sys.exit(f"--worker-model {args.worker_model}: no unet/model.onnx there")
+    results["worker"] = worker(args.repeats, args.steps, shlex.split(args.worker_args), args.worker_model)
     rates = merge_rates(rates, gemm_rates())  # again at the end: a busy moment at the start only lowers it
     saved = {"machine": versions(), "gemm_gflops": max(rates.values()), "gemm_by_library": rates,
              "flops": flops, "steps": args.steps,
-             "worker_args": args.worker_args,
+             "worker_args": args.worker_args, "worker_model": worker_model_name(args.worker_model),
              "minutes": (time.time() - started) / 60, "results": results}
     (out / f"results{stem}.json").write_text(json.dumps(saved, indent=2))
     write_report(out, stem, saved, args.repeats, args.peer_calls, saved["minutes"])
@@ -280,6 +285,21 @@ def main():
 def gemm_libraries(saved):
     rates = saved.get("gemm_by_library")
     return f" ({', '.join(f'{name} {rate:.0f}' for name, rate in rates.items())})" if rates else " (numpy/OpenBLAS only)"
+
+
+def worker_model_name(path):
+    """The worker's model directory as the report names it: relative to the repository."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def worker_model_line(saved):
+    """Where the worker ran a rewritten model, what the peers did not."""
+    model = saved.get("worker_model")
+    if not model or Path(model) == MODEL.relative_to(ROOT):
+        return ""
+    return (f"\n  The worker ran `{model}`, a rewrite of the Table 6 export by `deploy/export/` (same weights, "
+            "other operators); the peers ran the plain export.")
 
 
 def worker_option(worker_args, flag):
@@ -325,7 +345,7 @@ fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_librar
   its stages (generation only, like the peers'), after `--warm-up` ran every part once untimed
   (as a fleet worker does at start-up); the whole command, loading and warm-up included, took
   {results['worker']['command_total'] / 1e3:.1f} s (median). {tiling(saved.get('worker_args', ''))}
-  Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.
+  Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.{worker_model_line(saved)}
 - diffusers ONNX and PyTorch eager: each stage timed on its own after one untimed call (U-Net: median of {peer_calls} calls);
   their totals are **extrapolated**: text encoder + {steps + 1} × U-Net + VAE + ESRGAN (whole image) +
   marking, model loading excluded.
