@@ -6,7 +6,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup bench-precision gpu-payload
+.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup bench-precision gpu-payload
 
 setup:
 	bash deploy/setup.sh
@@ -51,6 +51,14 @@ bench: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	.venv-fixtures/bin/python deploy/bench/bench.py $(BENCH_ARGS)
 
+## The same benchmark with the worker on the Winograd rewrite of the Table 6 U-Net
+## (deploy/export/winograd.py: 3x3 convolutions as ai.rapid::WinogradConv); the peers keep the plain export.
+bench-winograd: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	test -e .cache/models/table6-winograd/unet/model.onnx || .venv-fixtures/bin/python deploy/export/winograd.py \
+		--model .cache/models/table6 --out .cache/models/table6-winograd
+	.venv-fixtures/bin/python deploy/bench/bench.py --worker-model .cache/models/table6-winograd $(BENCH_ARGS)
+
 ## Images per hour of one worker under a backlog, cross-request batching off and on
 ## → deploy/bench/THROUGHPUT.md. About 10 minutes.
 bench-throughput: setup fixtures-env
@@ -63,6 +71,12 @@ bench-throughput: setup fixtures-env
 bench-attention: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	bash deploy/bench/attention.sh
+
+## One U-Net call as exported and with ai.rapid::WinogradConv convolutions (deploy/export/winograd.py)
+## on the Table 6 model → deploy/bench/winograd.json (NOTES.md reads it).
+bench-winograd-unet: setup fixtures-env
+	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	bash deploy/bench/winograd.sh
 
 ## ONNX Runtime session options, thread counts and arena settings, one at a time, on the Table 6
 ## U-Net, VAE and an ESRGAN tile → deploy/bench/session.json (SESSION.md reads it). About 10 minutes.

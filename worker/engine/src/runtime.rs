@@ -450,7 +450,16 @@ fn commit(mut builder: SessionBuilder, graph: &Path) -> Result<Session> {
     static COMMIT: Mutex<()> = Mutex::new(());
     let _one_at_a_time = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     builder.commit_from_file(graph).map_err(|e| {
-        EngineError::bad_file(graph, format!("not a loadable ONNX model ({e}); re-export it or restore the file"))
+        let message = e.to_string();
+        // A custom operator's output has no static rank (the ops declare no shape inference), and
+        // OpenVINO refuses to compile a subgraph fed by one, in these words.
+        let hint = if message.contains("dynamic rank") {
+            "if this graph was rewritten with the project's ai.rapid operators (deploy/export/winograd.py, \
+             fuse_attention.py --fused rapid), run this part on the `cpu` provider: they are CPU-provider kernels"
+        } else {
+            "re-export it or restore the file"
+        };
+        EngineError::bad_file(graph, format!("not a loadable ONNX model ({message}); {hint}"))
     })
 }
 

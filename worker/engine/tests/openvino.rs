@@ -92,4 +92,12 @@ fn openvino_meets_the_diffusers_references_like_the_cpu_provider() {
         let worst = upscaled.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) * 255.0;
         assert!(worst <= 1.0, "{tiling:?}: OpenVINO's upscale differs from PyTorch by {worst}/255");
     }
+
+    // A U-Net rewritten with ai.rapid::WinogradConv runs on this library's CPU provider, and on
+    // OpenVINO is refused with the way out named.
+    let winograd = repo().join("tests/fixtures/models/tiny-sd-clip-winograd/unet/model.onnx");
+    rapid_engine::parts::unet::Unet::load(&mixed, &winograd, 2).expect("the CPU provider runs ai.rapid operators");
+    let error =
+        rapid_engine::parts::unet::Unet::load(&runtime, &winograd, 2).err().expect("OpenVINO must refuse").to_string();
+    assert!(error.contains("run this part on the `cpu` provider"), "{error}");
 }

@@ -1,7 +1,10 @@
 //! The project's `ai.rapid::WinogradConv` operator inside a real U-Net: the tiny fixture U-Net
 //! (`tests/fixtures/models/tiny-sd-clip`) against its copy rewritten by
 //! `deploy/export/winograd.py --min-size 1` (`tiny-sd-clip-winograd`, all 19 of its 3×3 convolutions
-//! custom nodes), loaded through the engine's own `Runtime`, which registers the operator.
+//! custom nodes), loaded through the engine's own `Runtime`, which registers the operator; and the
+//! whole pipeline on the rewritten model against diffusers' references for the plain one.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +12,9 @@ use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rapid_engine::parts::unet::Unet;
+use rapid_engine::pipeline::Pipeline;
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use support::{no_progress, repo, Cases};
 
 fn unet_path(model: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(model).join("unet/model.onnx")
@@ -45,5 +50,23 @@ fn unet_with_winograd_convolutions_matches_the_plain_graph() {
             diff < 1e-4 * scale.max(1.0),
             "batch {batch}, {height}×{width} latent: max abs diff {diff} at scale {scale}"
         );
+    }
+}
+
+/// The rewrite changes rounding only: every diffusers reference case of the plain tiny CLIP model
+/// is met by the rewritten one within the bound the plain model meets (2/255, `pipeline.rs`).
+#[test]
+fn pipeline_on_the_rewritten_model_meets_the_diffusers_references() {
+    let runtime = Runtime::new(&RuntimeOptions { intra_threads: Some(2), ..RuntimeOptions::default() })
+        .expect("ONNX Runtime did not load: run `bash deploy/setup.sh`");
+    let mut pipeline = Pipeline::load(&runtime, &repo().join("tests/fixtures/models/tiny-sd-clip-winograd")).unwrap();
+    let Cases { cases } = Cases::load();
+    let plain: Vec<_> = cases.iter().filter(|c| c.model_dir == "tests/fixtures/models/tiny-sd-clip").collect();
+    assert!(!plain.is_empty(), "no reference case uses tiny-sd-clip");
+    for case in plain {
+        let generated = pipeline.generate(&case.request(), &mut no_progress()).unwrap();
+        let worst = case.levels_off(&generated.image);
+        eprintln!("{}: max |diff| {worst:.4}/255 with Winograd convolutions", case.name);
+        assert!(worst <= 2.0, "{}: differs from diffusers by {worst}/255 (bound 2/255)", case.name);
     }
 }

@@ -15,6 +15,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use super::packed::{self, PackedWeights};
 use super::transform::{input_lanes, kernel, output_lanes};
 use super::{ConvShape, WinogradError, ALPHA, POINTS, TILE};
 
@@ -27,13 +28,26 @@ const OUTPUT_LANES: usize = 32;
 pub struct TransformedWeights {
     in_channels: usize,
     out_channels: usize,
-    u: Vec<f32>,
+    u: Products,
     bias: Vec<f32>,
 }
 
+/// U as stage 2's kernel reads it.
+enum Products {
+    /// Row-major [36, C, K], for `matrixmultiply`.
+    Plain(Vec<f32>),
+    /// In the panel order of `packed`'s kernel.
+    Packed(PackedWeights),
+}
+
 impl TransformedWeights {
-    /// Transforms a [K, C, 3, 3] weight and checks the optional [K] bias against it.
+    /// Transforms a [K, C, 3, 3] weight and checks the optional [K] bias against it; U is packed for
+    /// `packed`'s kernel where this CPU gets it.
     pub fn new(weight: &[f32], weight_dims: &[i64], bias: Option<&[f32]>) -> Result<Self, WinogradError> {
+        Self::build(weight, weight_dims, bias, packed::available())
+    }
+
+    fn build(weight: &[f32], weight_dims: &[i64], bias: Option<&[f32]>, pack: bool) -> Result<Self, WinogradError> {
         let bad = |input, reason: String| WinogradError::BadInput { input, reason };
         let [out_channels, in_channels] = match *weight_dims {
             [k, c, 3, 3] if k > 0 && c > 0 => [k, c].map(|d| d as usize),
@@ -60,6 +74,8 @@ impl TransformedWeights {
                 }
             }
         }
+        let u =
+            if pack { Products::Packed(PackedWeights::new(&u, in_channels, out_channels)) } else { Products::Plain(u) };
         Ok(Self { in_channels, out_channels, u, bias })
     }
 
@@ -128,12 +144,15 @@ pub fn convolve<E>(
     // Stage 2: the 36 products.
     let products = SharedOutput(workspace.products.as_mut_ptr());
     let transformed_input = &workspace.transformed_input;
-    run(POINTS, &|r| {
-        // SAFETY: V and U hold tiles·36·C and 36·C·K values (resized above and checked in
-        // `TransformedWeights::new`), and M tiles·36·K; product r reads V[·, r, ·] and U[r] and
+    run(POINTS, &|r| match &weights.u {
+        // SAFETY: `Packed` is only built where `packed::available()`; M holds tiles·36·K values
+        // (resized above) and item r alone writes M[·, r, ·].
+        Products::Packed(packed) => unsafe { packed::product(r, transformed_input, tiles, packed, products.at(0)) },
+        // SAFETY: V and U hold tiles·36·C and 36·C·K values (resized above and built in
+        // `TransformedWeights::build`), and M tiles·36·K; product r reads V[·, r, ·] and U[r] and
         // writes only M[·, r, ·], which no other item touches, so concurrent items never alias a
         // written element.
-        unsafe {
+        Products::Plain(u) => unsafe {
             matrixmultiply::sgemm(
                 tiles,
                 c,
@@ -142,7 +161,7 @@ pub fn convolve<E>(
                 transformed_input.as_ptr().add(r * c),
                 (POINTS * c) as isize,
                 1,
-                weights.u.as_ptr().add(r * c * k),
+                u.as_ptr().add(r * c * k),
                 k as isize,
                 1,
                 0.0,
@@ -150,7 +169,7 @@ pub fn convolve<E>(
                 (POINTS * k) as isize,
                 1,
             );
-        }
+        },
     })?;
 
     // Stage 3: one item per image and block of output channels, each writing its own chunk.
@@ -396,17 +415,24 @@ mod tests {
             let input = random(shape.input_elements(), &mut rng);
             let weight = random(k * c * 9, &mut rng);
             let bias = random(k, &mut rng);
-            let weights = TransformedWeights::new(&weight, &[k as i64, c as i64, 3, 3], Some(&bias)).unwrap();
-            let mut got = vec![f32::NAN; shape.output_elements()];
-            let mut workspace = Workspace::default();
-            // Twice through one workspace: the second call must not depend on the first's leftovers.
-            for _ in 0..2 {
-                convolve(&input, &shape, &weights, &mut got, &mut workspace, sequential).unwrap();
-            }
             let expected = direct(&input, &weight, &bias, &shape);
             let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let worst = got.iter().zip(&expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
-            assert!(worst <= 1e-5 * scale.max(1.0), "{shape:?}: max abs error {worst} at output scale {scale}");
+            // Both stage 2 kernels, where this CPU has the packed one.
+            for pack in [false, true].into_iter().filter(|&pack| !pack || packed::available()) {
+                let dims = [k as i64, c as i64, 3, 3];
+                let weights = TransformedWeights::build(&weight, &dims, Some(&bias), pack).unwrap();
+                let mut got = vec![f32::NAN; shape.output_elements()];
+                let mut workspace = Workspace::default();
+                // Twice through one workspace: the second call must not depend on the first's leftovers.
+                for _ in 0..2 {
+                    convolve(&input, &shape, &weights, &mut got, &mut workspace, sequential).unwrap();
+                }
+                let worst = got.iter().zip(&expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
+                assert!(
+                    worst <= 1e-5 * scale.max(1.0),
+                    "{shape:?}, packed {pack}: max abs error {worst} at scale {scale}"
+                );
+            }
         }
     }
 

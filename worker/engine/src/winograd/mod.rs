@@ -36,6 +36,7 @@
 
 pub mod cpu;
 pub mod op;
+mod packed;
 mod transform;
 
 /// The operator's name in the `ai.rapid` domain, as the rewritten graphs spell it.
