@@ -6,30 +6,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
-use ndarray::{Array3, Array4};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 use rapid_engine::parts::unet::Unet;
 use rapid_engine::pipeline::Pipeline;
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
-use support::{no_progress, repo, Cases};
-
-fn unet_path(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(model).join("unet/model.onnx")
-}
-
-fn predict(unet: &mut Unet, sample: &Array4<f32>, hidden: &Array3<f32>) -> Array4<f32> {
-    let mut prediction = None;
-    unet.predict(sample.view(), 500.0, hidden.view(), &mut |out| prediction = Some(out.to_owned())).unwrap();
-    prediction.unwrap()
-}
-
-fn normal<D: ndarray::Dimension>(shape: impl ndarray::ShapeBuilder<Dim = D>, seed: u64) -> ndarray::Array<f32, D> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    ndarray::Array::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
-}
+use support::{no_progress, normal, predict, repo, unet_path, Cases};
 
 #[test]
 fn unet_with_winograd_convolutions_matches_the_plain_graph() {

@@ -1,11 +1,15 @@
-//! What the pipeline tests share: fixture paths, `.npy` reading and the diffusers reference cases.
+//! What the engine's tests share: fixture paths, `.npy` reading, the diffusers reference cases and
+//! one-call U-Net helpers.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, Ix4};
+use ndarray::{Array3, Array4, Ix4};
 use ndarray_npy::ReadNpyExt;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use rapid_engine::parts::unet::Unet;
 use rapid_engine::pipeline::{GenerationRequest, Progress};
 use rapid_engine::samplers::SamplerKind;
 use serde::Deserialize;
@@ -17,6 +21,24 @@ pub fn repo() -> PathBuf {
 pub fn npy<D: ndarray::Dimension>(path: &Path) -> ndarray::Array<f32, D> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     ndarray::Array::<f32, D>::read_npy(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture model's U-Net graph.
+pub fn unet_path(model: &str) -> PathBuf {
+    repo().join("tests/fixtures/models").join(model).join("unet/model.onnx")
+}
+
+/// One U-Net call at timestep 500, its prediction copied out.
+pub fn predict(unet: &mut Unet, sample: &Array4<f32>, hidden: &Array3<f32>) -> Array4<f32> {
+    let mut prediction = None;
+    unet.predict(sample.view(), 500.0, hidden.view(), &mut |out| prediction = Some(out.to_owned())).unwrap();
+    prediction.unwrap()
+}
+
+/// Standard-normal values of `shape` from a seeded generator.
+pub fn normal<D: ndarray::Dimension>(shape: impl ndarray::ShapeBuilder<Dim = D>, seed: u64) -> ndarray::Array<f32, D> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    ndarray::Array::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
 }
 
 pub fn no_progress() -> impl FnMut(Progress) -> ControlFlow<()> {
