@@ -28,16 +28,9 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from fuse_attention import link_other_parts, run, sample_inputs, save
+from fuse_attention import attribute, link_other_parts, run, sample_inputs, save
 
 DOMAIN, OP_TYPE = "ai.rapid", "WinogradConv"
-
-
-def attribute(node, name, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def candidates(model: onnx.ModelProto) -> list:
