@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Run with: bash deploy/bench/winograd.sh [CALLS]     (from anywhere; about 3 minutes on 2 cores)
+# Run with: bash deploy/bench/winograd.sh [CALLS [KERNEL...]]   (from anywhere; about 3 minutes on 2 cores)
 #
 # One Table 6 U-Net call (random weights) as exported, and with its 3×3 convolutions on 16×16 and
 # larger feature maps rewritten as ai.rapid::WinogradConv (deploy/export/winograd.py, written once
 # into .cache/models/table6-winograd). Timed by deploy/bench/unet_variants.sh: one process, median of
 # CALLS calls (default 5), outputs compared. Writes deploy/bench/winograd.json; NOTES.md reads it.
+#
+# KERNEL (auto, avx512, avx2, matrixmultiply; default auto) picks the products' kernel
+# (RAPID_WINOGRAD_KERNEL); several time the rewrite once with each, as variants winograd-KERNEL.
+# Each rewritten variant holds about 4.7 GB.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 calls=${1:-5}
+kernels=("${@:2}")
+[[ ${#kernels[@]} -gt 0 ]] || kernels=(auto)
 models=.cache/models
 python=.venv-fixtures/bin/python
 
@@ -20,5 +26,8 @@ fi
 if [[ ! -e $models/table6-winograd/unet/model.onnx ]]; then
   flock /tmp/rapid-bench.lock "$python" deploy/export/winograd.py --model $models/table6 --out $models/table6-winograd
 fi
-bash deploy/bench/unet_variants.sh deploy/bench/winograd.json "$calls" \
-  plain=$models/table6 winograd=$models/table6-winograd
+variants=()
+for kernel in "${kernels[@]}"; do
+  variants+=(--winograd-kernel "$kernel" "winograd-$kernel=$models/table6-winograd")
+done
+bash deploy/bench/unet_variants.sh deploy/bench/winograd.json "$calls" plain=$models/table6 "${variants[@]}"

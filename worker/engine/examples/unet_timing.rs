@@ -1,11 +1,14 @@
 //! Run with: cargo run --release -p rapid-engine --example unet_timing -- [--threads 2] [--calls 7]
-//!     [--batch 2] [--latent 32] [--tokens 32] [--width 768] NAME=MODEL_DIR...
+//!     [--batch 2] [--latent 32] [--tokens 32] [--width 768] [--winograd-kernel K] NAME=MODEL_DIR...
 //!
 //! Times one U-Net call of several model directories on identical inputs, for comparing graph
 //! variants of the same weights (deploy/bench/attention.sh: plain, ONNX Runtime's fused attention,
 //! the project's FlashAttention). All variants are loaded first and then called in turn, one call
 //! each per round, so that drift on a shared machine spreads over every variant instead of landing
 //! on whichever ran last. Each variant gets one untimed warm-up call. Prints one JSON object.
+//!
+//! `--winograd-kernel K` sets `RAPID_WINOGRAD_KERNEL` (auto, avx512, avx2, matrixmultiply) for the
+//! variants after it, so one process can time the same Winograd graph with each product kernel.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rapid_engine::parts::unet::Unet;
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
+use rapid_engine::winograd::KERNEL_VARIABLE;
 
 struct Options {
     threads: usize,
@@ -25,13 +29,15 @@ struct Options {
     tokens: usize,
     /// Width of `encoder_hidden_states` (the text encoder's; 768 for Table 6).
     width: usize,
-    variants: Vec<(String, PathBuf)>,
+    /// Name, model directory, and the `RAPID_WINOGRAD_KERNEL` its session is created under.
+    variants: Vec<(String, PathBuf, Option<String>)>,
 }
 
 fn parse() -> Result<Options, Box<dyn Error>> {
     let mut options =
         Options { threads: 2, calls: 7, batch: 2, latent: 32, tokens: 32, width: 768, variants: Vec::new() };
     let mut args = std::env::args().skip(1);
+    let mut kernel = None;
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> Result<usize, Box<dyn Error>> {
             let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -44,10 +50,11 @@ fn parse() -> Result<Options, Box<dyn Error>> {
             "--latent" => options.latent = number("--latent")?,
             "--tokens" => options.tokens = number("--tokens")?,
             "--width" => options.width = number("--width")?,
+            "--winograd-kernel" => kernel = Some(args.next().ok_or("--winograd-kernel needs a value")?),
             variant => {
                 let (name, dir) =
                     variant.split_once('=').ok_or_else(|| format!("`{variant}` is not NAME=MODEL_DIR"))?;
-                options.variants.push((name.to_string(), PathBuf::from(dir)));
+                options.variants.push((name.to_string(), PathBuf::from(dir), kernel.clone()));
             }
         }
     }
@@ -61,7 +68,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let options = parse()?;
     let runtime = Runtime::new(&RuntimeOptions { intra_threads: Some(options.threads), ..RuntimeOptions::default() })?;
     let mut unets = Vec::new();
-    for (name, dir) in &options.variants {
+    for (name, dir, kernel) in &options.variants {
+        if let Some(kernel) = kernel {
+            // Read by each WinogradConv node as its session is created, on this thread; nothing else
+            // in this process reads the environment meanwhile.
+            std::env::set_var(KERNEL_VARIABLE, kernel);
+        }
         let start = Instant::now();
         unets.push(Unet::load(&runtime, &dir.join("unet/model.onnx"), options.batch)?);
         eprintln!("{name}: loaded in {:.1} s", start.elapsed().as_secs_f64());
@@ -94,13 +106,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         .iter()
         .zip(&seconds)
         .zip(&outputs)
-        .map(|(((name, dir), times), output)| {
+        .map(|(((name, dir, kernel), times), output)| {
             let mut sorted = times.clone();
             sorted.sort_by(f64::total_cmp);
             let diff = (output - &outputs[0]).iter().fold(0.0f32, |m, d| m.max(d.abs()));
             serde_json::json!({
                 "name": name,
                 "model_dir": dir,
+                "winograd_kernel": kernel.as_deref().unwrap_or("auto"),
                 "median_s": sorted[sorted.len() / 2],
                 "min_s": sorted[0],
                 "max_s": sorted[sorted.len() - 1],

@@ -8,14 +8,14 @@
 //! - U [36, C, K]: the transformed weights, one C × K matrix per point;
 //! - M [P, 36, K]: the products, so stage 3 finds a tile's 36 values per channel within 36·K floats.
 //!
-//! Stage 2's products read V[·, r, ·] and write M[·, r, ·] with a row stride of 36·C and 36·K;
-//! `matrixmultiply` takes arbitrary strides and packs its operands anyway, so the interleaving costs
-//! nothing there (it is the crate the attention kernel already uses, with run-time AVX2/FMA and
-//! AVX-512 dispatch).
+//! Stage 2's products read V[·, r, ·] and write M[·, r, ·] with a row stride of 36·C and 36·K.
+//! On x86-64 with AVX2 + FMA or AVX-512 they run in `packed`'s kernels over weights packed at
+//! session creation; elsewhere (or by `packed::KERNEL_VARIABLE`) in `matrixmultiply`, which takes
+//! arbitrary strides and packs its operands anyway, so the interleaving costs nothing there.
 
 use std::sync::{Mutex, PoisonError};
 
-use super::packed::{self, PackedWeights};
+use super::packed::{self, Kernel, PackedWeights};
 use super::transform::{input_lanes, kernel, output_lanes};
 use super::{ConvShape, WinogradError, ALPHA, POINTS, TILE};
 
@@ -42,12 +42,17 @@ enum Products {
 
 impl TransformedWeights {
     /// Transforms a [K, C, 3, 3] weight and checks the optional [K] bias against it; U is packed for
-    /// `packed`'s kernel where this CPU gets it.
+    /// the process's `packed` kernel, if it has one.
     pub fn new(weight: &[f32], weight_dims: &[i64], bias: Option<&[f32]>) -> Result<Self, WinogradError> {
-        Self::build(weight, weight_dims, bias, packed::available())
+        Self::build(weight, weight_dims, bias, Kernel::for_this_process()?)
     }
 
-    fn build(weight: &[f32], weight_dims: &[i64], bias: Option<&[f32]>, pack: bool) -> Result<Self, WinogradError> {
+    fn build(
+        weight: &[f32],
+        weight_dims: &[i64],
+        bias: Option<&[f32]>,
+        pack: Option<Kernel>,
+    ) -> Result<Self, WinogradError> {
         let bad = |input, reason: String| WinogradError::BadInput { input, reason };
         let [out_channels, in_channels] = match *weight_dims {
             [k, c, 3, 3] if k > 0 && c > 0 => [k, c].map(|d| d as usize),
@@ -74,8 +79,10 @@ impl TransformedWeights {
                 }
             }
         }
-        let u =
-            if pack { Products::Packed(PackedWeights::new(&u, in_channels, out_channels)) } else { Products::Plain(u) };
+        let u = match pack {
+            Some(kernel) => Products::Packed(PackedWeights::new(kernel, &u, in_channels, out_channels)),
+            None => Products::Plain(u),
+        };
         Ok(Self { in_channels, out_channels, u, bias })
     }
 
@@ -145,7 +152,7 @@ pub fn convolve<E>(
     let products = SharedOutput(workspace.products.as_mut_ptr());
     let transformed_input = &workspace.transformed_input;
     run(POINTS, &|r| match &weights.u {
-        // SAFETY: `Packed` is only built where `packed::available()`; M holds tiles·36·K values
+        // SAFETY: M holds tiles·36·K values
         // (resized above) and item r alone writes M[·, r, ·].
         Products::Packed(packed) => unsafe { packed::product(r, transformed_input, tiles, packed, products.at(0)) },
         // SAFETY: V and U hold tiles·36·C and 36·C·K values (resized above and built in
@@ -417,8 +424,9 @@ mod tests {
             let bias = random(k, &mut rng);
             let expected = direct(&input, &weight, &bias, &shape);
             let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            // Both stage 2 kernels, where this CPU has the packed one.
-            for pack in [false, true].into_iter().filter(|&pack| !pack || packed::available()) {
+            // Every stage 2 kernel this CPU runs (None: `matrixmultiply`).
+            let kernels = [None, Some(Kernel::Avx2), Some(Kernel::Avx512)];
+            for pack in kernels.into_iter().filter(|pack| pack.is_none_or(Kernel::available)) {
                 let dims = [k as i64, c as i64, 3, 3];
                 let weights = TransformedWeights::build(&weight, &dims, Some(&bias), pack).unwrap();
                 let mut got = vec![f32::NAN; shape.output_elements()];
@@ -430,7 +438,7 @@ mod tests {
                 let worst = got.iter().zip(&expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
                 assert!(
                     worst <= 1e-5 * scale.max(1.0),
-                    "{shape:?}, packed {pack}: max abs error {worst} at scale {scale}"
+                    "{shape:?}, kernel {pack:?}: max abs error {worst} at scale {scale}"
                 );
             }
         }

@@ -39,6 +39,8 @@ pub mod op;
 mod packed;
 mod transform;
 
+pub use packed::{KERNEL_CHOICES, KERNEL_VARIABLE};
+
 /// The operator's name in the `ai.rapid` domain, as the rewritten graphs spell it.
 pub const OP_NAME: &str = "WinogradConv";
 
@@ -101,4 +103,7 @@ pub enum WinogradError {
          (rewrite the model again with deploy/export/winograd.py)"
     )]
     BadInput { input: &'static str, reason: String },
+    /// The product kernel asked for cannot run (`packed::KERNEL_VARIABLE`).
+    #[error("WinogradConv: {0}")]
+    Kernel(String),
 }
