@@ -7,8 +7,10 @@ use ort::operator::OperatorDomain;
 /// The domain, as the rewritten graphs spell it.
 pub const DOMAIN: &str = "ai.rapid";
 
-/// A fresh domain with `ai.rapid::FlashAttention` (`crate::attention`) and `ai.rapid::WinogradConv`
-/// (`crate::winograd`).
+/// A fresh domain, for one session (`WinogradConv` keeps per-session workspaces), with
+/// `ai.rapid::FlashAttention` (`crate::attention`) and `ai.rapid::WinogradConv` (`crate::winograd`).
 pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(crate::attention::op::FlashAttentionOp)?.add(crate::winograd::op::WinogradConvOp)
+    OperatorDomain::new(DOMAIN)?
+        .add(crate::attention::op::FlashAttentionOp)?
+        .add(crate::winograd::op::WinogradConvOp::default())
 }

@@ -71,9 +71,13 @@ impl TransformedWeights {
             Some(bias) => bias.to_vec(),
             None => vec![0.0; out_channels],
         };
+        // Input channel outermost: each of the 36 planes of U is then written along its rows, one
+        // value after another, instead of one value per cache line (k outermost), which made a
+        // 1280-channel node take seconds to load.
         let mut u = vec![0.0f32; POINTS * in_channels * out_channels];
-        for (k, per_output) in weight.chunks_exact(in_channels * 9).enumerate() {
-            for (c, taps) in per_output.chunks_exact(9).enumerate() {
+        for c in 0..in_channels {
+            for k in 0..out_channels {
+                let taps = &weight[(k * in_channels + c) * 9..][..9];
                 for (r, value) in kernel(taps).into_iter().enumerate() {
                     u[(r * in_channels + c) * out_channels + k] = value;
                 }
@@ -95,8 +99,8 @@ impl TransformedWeights {
     }
 }
 
-/// The intermediate buffers V and M, kept by a node's kernel between calls so that the steady state
-/// allocates nothing.
+/// The intermediate buffers V and M, kept between calls (`op` shares them among a session's nodes)
+/// so that the steady state allocates nothing.
 #[derive(Default)]
 pub struct Workspace {
     transformed_input: Vec<f32>,
