@@ -71,21 +71,21 @@ impl TransformedWeights {
             Some(bias) => bias.to_vec(),
             None => vec![0.0; out_channels],
         };
-        // Input channel outermost: each of the 36 planes of U is then written along its rows, one
-        // value after another, instead of one value per cache line (k outermost), which made a
-        // 1280-channel node take seconds to load.
-        let mut u = vec![0.0f32; POINTS * in_channels * out_channels];
-        for c in 0..in_channels {
-            for k in 0..out_channels {
-                let taps = &weight[(k * in_channels + c) * 9..][..9];
-                for (r, value) in kernel(taps).into_iter().enumerate() {
-                    u[(r * in_channels + c) * out_channels + k] = value;
-                }
-            }
-        }
         let u = match pack {
-            Some(kernel) => Products::Packed(PackedWeights::new(kernel, &u, in_channels, out_channels)),
-            None => Products::Plain(u),
+            Some(kernel) => {
+                let mut packed = PackedWeights::zeroed(kernel, in_channels, out_channels);
+                transform_weights(weight, in_channels, out_channels, |c, k, values| packed.store(c, k, &values));
+                Products::Packed(packed)
+            }
+            None => {
+                let mut u = vec![0.0f32; POINTS * in_channels * out_channels];
+                transform_weights(weight, in_channels, out_channels, |c, k, values| {
+                    for (r, value) in values.into_iter().enumerate() {
+                        u[(r * in_channels + c) * out_channels + k] = value;
+                    }
+                });
+                Products::Plain(u)
+            }
         };
         Ok(Self { in_channels, out_channels, u, bias })
     }
@@ -96,6 +96,23 @@ impl TransformedWeights {
 
     pub fn out_channels(&self) -> usize {
         self.out_channels
+    }
+}
+
+/// Calls `store(c, k, U[·, c, k])` with the 36 transformed values of every weight [k, c, ·, ·],
+/// input channel outermost: either layout of U then receives its values along its rows, instead of
+/// one value per cache line (output channel outermost), which made a 1280-channel node take
+/// seconds to load.
+fn transform_weights(
+    weight: &[f32],
+    in_channels: usize,
+    out_channels: usize,
+    mut store: impl FnMut(usize, usize, [f32; POINTS]),
+) {
+    for c in 0..in_channels {
+        for k in 0..out_channels {
+            store(c, k, kernel(&weight[(k * in_channels + c) * 9..][..9]));
+        }
     }
 }
 

@@ -109,23 +109,21 @@ pub struct PackedWeights {
 }
 
 impl PackedWeights {
-    pub fn new(kernel: Kernel, u: &[f32], in_channels: usize, out_channels: usize) -> Self {
-        assert_eq!(u.len(), POINTS * in_channels * out_channels, "U does not match its channels");
-        let cols = kernel.cols();
-        let blocks = out_channels.div_ceil(cols);
-        let mut panels = vec![0.0f32; POINTS * blocks * in_channels * cols];
-        for r in 0..POINTS {
-            for block in 0..blocks {
-                let first = block * cols;
-                let width = cols.min(out_channels - first);
-                let panel = &mut panels[(r * blocks + block) * in_channels * cols..][..in_channels * cols];
-                for c in 0..in_channels {
-                    let row = &u[(r * in_channels + c) * out_channels + first..][..width];
-                    panel[c * cols..][..width].copy_from_slice(row);
-                }
-            }
-        }
+    /// All zeros, for `store` to fill; the padding past K stays zero.
+    pub fn zeroed(kernel: Kernel, in_channels: usize, out_channels: usize) -> Self {
+        let blocks = out_channels.div_ceil(kernel.cols());
+        let panels = vec![0.0f32; POINTS * blocks * in_channels * kernel.cols()];
         Self { kernel, panels, in_channels, out_channels }
+    }
+
+    /// Stores U[r, c, k] for every point r.
+    pub fn store(&mut self, c: usize, k: usize, values: &[f32; POINTS]) {
+        let cols = self.kernel.cols();
+        let plane = self.out_channels.div_ceil(cols) * self.in_channels * cols;
+        let offset = ((k / cols) * self.in_channels + c) * cols + k % cols;
+        for (r, value) in values.iter().enumerate() {
+            self.panels[r * plane + offset] = *value;
+        }
     }
 
     fn panel(&self, r: usize, block: usize) -> &[f32] {
