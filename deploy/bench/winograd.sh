@@ -8,7 +8,10 @@
 #
 # KERNEL (auto, avx512, avx2, matrixmultiply; default auto) picks the products' kernel
 # (RAPID_WINOGRAD_KERNEL); several time the rewrite once with each, as variants winograd-KERNEL.
-# Each rewritten variant holds about 4.7 GB.
+#
+# MIN_SIZES="16 8 4" instead times rewrites that reach down to each feature-map size (winograd.py
+# --min-size; 8 adds the 8×8 level, 4 every level), auto kernel, → deploy/bench/winograd-levels.json.
+# Each rewritten variant holds 5–12 GB; mind the machine's memory when timing several.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,11 +26,28 @@ if [[ ! -e $models/table6/unet/model.onnx ]]; then
   echo "winograd.sh: no Table 6 model; run \`make fixtures-env\` and \`$python deploy/export/export_table6.py\`" >&2
   exit 1
 fi
-if [[ ! -e $models/table6-winograd/unet/model.onnx ]]; then
-  flock /tmp/rapid-bench.lock "$python" deploy/export/winograd.py --model $models/table6 --out $models/table6-winograd
-fi
+# The rewrite down to SIZE, made once: table6-winograd for the default 16, table6-winogradSIZE else.
+rewrite() {
+  local size=$1 dir=$models/table6-winograd
+  [[ $size == 16 ]] || dir=$models/table6-winograd$size
+  if [[ ! -e $dir/unet/model.onnx ]]; then
+    flock /tmp/rapid-bench.lock "$python" deploy/export/winograd.py --model $models/table6 --out "$dir" \
+      --min-size "$size" >&2
+  fi
+  echo "$dir"
+}
+
 variants=()
-for kernel in "${kernels[@]}"; do
-  variants+=(--winograd-kernel "$kernel" "winograd-$kernel=$models/table6-winograd")
-done
-bash deploy/bench/unet_variants.sh deploy/bench/winograd.json "$calls" plain=$models/table6 "${variants[@]}"
+if [[ -n ${MIN_SIZES:-} ]]; then
+  out=deploy/bench/winograd-levels.json
+  for size in $MIN_SIZES; do
+    variants+=("winograd-min$size=$(rewrite "$size")")
+  done
+else
+  out=deploy/bench/winograd.json
+  dir=$(rewrite 16)
+  for kernel in "${kernels[@]}"; do
+    variants+=(--winograd-kernel "$kernel" "winograd-$kernel=$dir")
+  done
+fi
+bash deploy/bench/unet_variants.sh "$out" "$calls" plain=$models/table6 "${variants[@]}"

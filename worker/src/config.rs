@@ -160,6 +160,7 @@ impl WorkerConfig {
             intra_threads: self.threads,
             session_cache: self.session_cache_dir.clone(),
             precision: self.precision.parse().map_err(error("precision".into()))?,
+            profile: None,
         })
     }
 }

@@ -169,6 +169,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         intra_threads: args.threads,
         session_cache: args.session_cache.clone(),
         precision: args.precision,
+        profile: None,
     })?;
     let mut pipeline = Pipeline::load(&runtime, &args.model)?;
     let request = GenerationRequest {

@@ -1,5 +1,6 @@
 //! Run with: cargo run --release -p rapid-engine --example unet_timing -- [--threads 2] [--calls 7]
-//!     [--batch 2] [--latent 32] [--tokens 32] [--width 768] [--winograd-kernel K] NAME=MODEL_DIR...
+//!     [--batch 2] [--latent 32] [--tokens 32] [--width 768] [--profile DIR] [--winograd-kernel K]
+//!     NAME=MODEL_DIR...
 //!
 //! Times one U-Net call of several model directories on identical inputs, for comparing graph
 //! variants of the same weights (deploy/bench/attention.sh: plain, ONNX Runtime's fused attention,
@@ -9,6 +10,8 @@
 //!
 //! `--winograd-kernel K` sets `RAPID_WINOGRAD_KERNEL` (auto, avx512, avx2, matrixmultiply) for the
 //! variants after it, so one process can time the same Winograd graph with each product kernel.
+//! `--profile DIR` has every session write ONNX Runtime's per-node profile there when it ends
+//! (`deploy/bench/unet_ops.py` sums it by operator).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -29,13 +32,22 @@ struct Options {
     tokens: usize,
     /// Width of `encoder_hidden_states` (the text encoder's; 768 for Table 6).
     width: usize,
+    profile: Option<PathBuf>,
     /// Name, model directory, and the `RAPID_WINOGRAD_KERNEL` its session is created under.
     variants: Vec<(String, PathBuf, Option<String>)>,
 }
 
 fn parse() -> Result<Options, Box<dyn Error>> {
-    let mut options =
-        Options { threads: 2, calls: 7, batch: 2, latent: 32, tokens: 32, width: 768, variants: Vec::new() };
+    let mut options = Options {
+        threads: 2,
+        calls: 7,
+        batch: 2,
+        latent: 32,
+        tokens: 32,
+        width: 768,
+        profile: None,
+        variants: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     let mut kernel = None;
     while let Some(arg) = args.next() {
@@ -50,6 +62,7 @@ fn parse() -> Result<Options, Box<dyn Error>> {
             "--latent" => options.latent = number("--latent")?,
             "--tokens" => options.tokens = number("--tokens")?,
             "--width" => options.width = number("--width")?,
+            "--profile" => options.profile = Some(args.next().ok_or("--profile needs a directory")?.into()),
             "--winograd-kernel" => kernel = Some(args.next().ok_or("--winograd-kernel needs a value")?),
             variant => {
                 let (name, dir) =
@@ -66,7 +79,11 @@ fn parse() -> Result<Options, Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let options = parse()?;
-    let runtime = Runtime::new(&RuntimeOptions { intra_threads: Some(options.threads), ..RuntimeOptions::default() })?;
+    let runtime = Runtime::new(&RuntimeOptions {
+        intra_threads: Some(options.threads),
+        profile: options.profile.clone(),
+        ..RuntimeOptions::default()
+    })?;
     let mut unets = Vec::new();
     for (name, dir, kernel) in &options.variants {
         if let Some(kernel) = kernel {

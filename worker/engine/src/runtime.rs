@@ -277,6 +277,9 @@ pub struct RuntimeOptions {
     pub session_cache: Option<PathBuf>,
     /// The arithmetic of the parts on OpenVINO.
     pub precision: Precision,
+    /// Where each session writes ONNX Runtime's per-node profile (`DIR/<part>_<timestamp>.json`,
+    /// when the session ends), to see where a part's time goes; `None` profiles nothing.
+    pub profile: Option<PathBuf>,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
@@ -287,6 +290,7 @@ pub struct Runtime {
     intra_threads: Option<usize>,
     session_cache: Option<SessionCache>,
     precision: Precision,
+    profile: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -308,6 +312,7 @@ impl Runtime {
             intra_threads: options.intra_threads,
             session_cache,
             precision: options.precision,
+            profile: options.profile.clone(),
         })
     }
 
@@ -398,6 +403,9 @@ impl Runtime {
             .map_err(|e| builder_error(e.into()))?;
         if let Some(threads) = self.intra_threads {
             builder = builder.with_intra_threads(threads).map_err(|e| builder_error(e.into()))?;
+        }
+        if let Some(dir) = &self.profile {
+            builder = builder.with_profiling(dir.join(part.name())).map_err(|e| builder_error(e.into()))?;
         }
         // Every session knows the project's own operators, so a graph rewritten with
         // `ai.rapid::FlashAttention` or `ai.rapid::WinogradConv` loads like any other. A fresh

@@ -19,6 +19,7 @@ fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
         intra_threads: Some(2),
         session_cache: None,
         precision,
+        profile: None,
     };
     Runtime::new(&options)
 }
