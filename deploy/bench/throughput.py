@@ -7,7 +7,9 @@ Images per hour of one worker under a steady backlog, with cross-request batchin
 for each worker provider mix: `cpu`, or `worker.part_providers` overrides such as
 `unet=openvino,upscaler=openvino` (those need `bash deploy/setup.sh --openvino`). A mix may also
 set the worker's ESRGAN tile and precision, e.g.
-`unet=openvino,vae_decoder=openvino,upscaler=openvino,upscale_tile=0,precision=bf16`.
+`unet=openvino,vae_decoder=openvino,upscaler=openvino,upscale_tile=0,precision=bf16`, and the model
+directory the worker runs under the name `table6`, e.g. `model=.cache/models/table6-winograd` (the
+Winograd rewrite, deploy/export/winograd.py).
 
 Each mode runs the real fleet code in one process (`rapid-scheduler standalone`: API, planner,
 in-memory queue and state, the worker's consumer, local folder for the bucket). All jobs are
@@ -47,10 +49,18 @@ def worker_settings(providers: str) -> str:
     """`upscaler=openvino,unet=openvino,upscale_tile=0,precision=bf16` → `[worker]` lines: the TOML
     inline table of `worker.part_providers`, and `upscale_tile` and `precision` when the mix sets them."""
     pairs = [] if providers == "cpu" else [pair.split("=", 1) for pair in providers.split(",")]
+    pairs = [(key, value) for key, value in pairs if key != "model"]
     settings = {"upscale_tile": lambda value: str(int(value)), "precision": lambda value: f'"{value}"'}
     parts = [(part, provider) for part, provider in pairs if part not in settings]
     lines = ["part_providers = { " + ", ".join(f'{part} = "{provider}"' for part, provider in parts) + " }"]
     return "\n".join(lines + [f"{key} = {settings[key](value)}" for key, value in pairs if key in settings])
+
+
+def model_dir(providers: str) -> Path:
+    """The mix's `model=DIR` (relative to the repository), or the plain Table 6 export."""
+    chosen = [value for key, value in (pair.split("=", 1) for pair in providers.split(",") if "=" in pair)
+              if key == "model"]
+    return ROOT / chosen[-1] if chosen else MODEL
 
 
 def config(output_dir: Path, port: int, max_batch: int, providers: str) -> str:
@@ -72,7 +82,7 @@ max_batch = {max_batch}
 batch_window_ms = 20
 {worker_settings(providers)}
 [worker.models]
-table6 = "{MODEL}"
+table6 = "{model_dir(providers)}"
 [[tenants]]
 name = "bench"
 api_key_sha256 = "{key_hash.stdout.strip()}"
@@ -97,7 +107,7 @@ def free_port() -> int:
 def run_backlog(jobs: int, steps: int, max_batch: int, providers: str, work: Path) -> dict:
     """One standalone fleet, one request of `jobs` images; returns its event-log measurements."""
     port = free_port()
-    name = f"batch-{max_batch}-{providers.replace('=', '-').replace(',', '_')}"
+    name = f"batch-{max_batch}-{providers.replace('=', '-').replace(',', '_').replace('/', '_')}"
     config_path = work / f"{name}.toml"
     config_path.write_text(config(work / f"out-{name}", port, max_batch, providers))
     log = open(work / f"{name}.log", "w")
@@ -229,6 +239,9 @@ def main() -> None:
     if any("openvino" in providers for providers in args.providers) and \
             not (ROOT / ".cache/onnxruntime/openvino/libonnxruntime.so").exists():
         sys.exit("an openvino mix needs the OpenVINO build of ONNX Runtime: run `bash deploy/setup.sh --openvino`")
+    for providers in args.providers:
+        if not (model_dir(providers) / "unet/model.onnx").exists():
+            sys.exit(f"{model_dir(providers)} (in `{providers}`) holds no model directory")
     if args.jobs < 2 or args.jobs % len(PROMPTS):
         sys.exit(f"--jobs must be an even number ≥ 2 (got {args.jobs})")
     with tempfile.TemporaryDirectory(prefix="rapid-throughput-") as work:
