@@ -47,8 +47,9 @@ PER_IMAGE_STAGES = ["tokenize", "text_encoder", "vae", "upscale", "mark", "encod
 
 def worker_settings(providers: str) -> str:
     """`upscaler=openvino,unet=openvino,upscale_tile=0,precision=bf16` → `[worker]` lines: the TOML
-    inline table of `worker.part_providers`, and `upscale_tile` and `precision` when the mix sets them."""
-    pairs = [] if providers == "cpu" else [pair.split("=", 1) for pair in providers.split(",")]
+    inline table of `worker.part_providers`, and `upscale_tile` and `precision` when the mix sets them.
+    `cpu` (every part on the CPU provider) and `model=DIR` (`model_dir`) add no line here."""
+    pairs = [pair.split("=", 1) for pair in providers.split(",") if pair != "cpu"]
     pairs = [(key, value) for key, value in pairs if key != "model"]
     settings = {"upscale_tile": lambda value: str(int(value)), "precision": lambda value: f'"{value}"'}
     parts = [(part, provider) for part, provider in pairs if part not in settings]
@@ -241,7 +242,8 @@ def main() -> None:
         sys.exit("an openvino mix needs the OpenVINO build of ONNX Runtime: run `bash deploy/setup.sh --openvino`")
     for providers in args.providers:
         if not (model_dir(providers) / "unet/model.onnx").exists():
-            sys.exit(f"{model_dir(providers)} (in `{providers}`) holds no model directory")
+            sys.exit(f"{model_dir(providers) / 'unet/model.onnx'} (from `{providers}`) is missing: export it "
+                     "first (deploy/export/export_table6.py, then deploy/export/winograd.py for a rewrite)")
     if args.jobs < 2 or args.jobs % len(PROMPTS):
         sys.exit(f"--jobs must be an even number ≥ 2 (got {args.jobs})")
     with tempfile.TemporaryDirectory(prefix="rapid-throughput-") as work:

@@ -31,7 +31,8 @@ def shape(entry: dict) -> list:
 
 
 def matmul_kind(event: dict) -> str:
-    # ONNX Runtime records no shape for an initializer input, so a weight MatMul lists one input.
+    # ONNX Runtime prepacks a constant weight and records no shape for it, so a MatMul against
+    # stored weights lists one input.
     return "against weights" if len(event["args"]["input_type_shape"]) < 2 else "between activations"
 
 

@@ -13,6 +13,7 @@
 # --min-size; 8 adds the 8×8 level, 4 every level), auto kernel, → deploy/bench/winograd-levels.json.
 # Each rewritten variant holds 5–12 GB; mind the machine's memory when timing several.
 set -euo pipefail
+shopt -s inherit_errexit
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -32,7 +33,7 @@ rewrite() {
   [[ $size == 16 ]] || dir=$models/table6-winograd$size
   if [[ ! -e $dir/unet/model.onnx ]]; then
     flock /tmp/rapid-bench.lock "$python" deploy/export/winograd.py --model $models/table6 --out "$dir" \
-      --min-size "$size" >&2
+      --min-size "$size" >&2 || { echo "winograd.sh: the rewrite to $dir failed" >&2; return 1; }
   fi
   echo "$dir"
 }
@@ -41,7 +42,8 @@ variants=()
 if [[ -n ${MIN_SIZES:-} ]]; then
   out=deploy/bench/winograd-levels.json
   for size in $MIN_SIZES; do
-    variants+=("winograd-min$size=$(rewrite "$size")")
+    dir=$(rewrite "$size")
+    variants+=("winograd-min$size=$dir")
   done
 else
   out=deploy/bench/winograd.json

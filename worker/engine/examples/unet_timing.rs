@@ -85,12 +85,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         ..RuntimeOptions::default()
     })?;
     let mut unets = Vec::new();
+    let mut kernels = Vec::new();
     for (name, dir, kernel) in &options.variants {
         if let Some(kernel) = kernel {
             // Read by each WinogradConv node as its session is created, on this thread; nothing else
             // in this process reads the environment meanwhile.
             std::env::set_var(KERNEL_VARIABLE, kernel);
         }
+        // What this variant's sessions saw (None: unset, so `auto`), reported with its timing.
+        kernels.push(std::env::var(KERNEL_VARIABLE).ok());
         let start = Instant::now();
         unets.push(Unet::load(&runtime, &dir.join("unet/model.onnx"), options.batch)?);
         eprintln!("{name}: loaded in {:.1} s", start.elapsed().as_secs_f64());
@@ -123,14 +126,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         .iter()
         .zip(&seconds)
         .zip(&outputs)
-        .map(|(((name, dir, kernel), times), output)| {
+        .zip(&kernels)
+        .map(|((((name, dir, _), times), output), kernel)| {
             let mut sorted = times.clone();
             sorted.sort_by(f64::total_cmp);
             let diff = (output - &outputs[0]).iter().fold(0.0f32, |m, d| m.max(d.abs()));
             serde_json::json!({
                 "name": name,
                 "model_dir": dir,
-                "winograd_kernel": kernel.as_deref().unwrap_or("auto"),
+                "winograd_kernel": kernel,
                 "median_s": sorted[sorted.len() / 2],
                 "min_s": sorted[0],
                 "max_s": sorted[sorted.len() - 1],

@@ -278,7 +278,8 @@ pub struct RuntimeOptions {
     /// The arithmetic of the parts on OpenVINO.
     pub precision: Precision,
     /// Where each session writes ONNX Runtime's per-node profile (`DIR/<part>_<timestamp>.json`,
-    /// when the session ends), to see where a part's time goes; `None` profiles nothing.
+    /// when the session ends; the folder is created), to see where a part's time goes; `None`
+    /// profiles nothing.
     pub profile: Option<PathBuf>,
 }
 
@@ -305,6 +306,14 @@ impl Runtime {
             .unwrap_or_else(|| default_library(flavour));
         let environment = shared_environment(path.clone())?;
         let session_cache = options.session_cache.as_deref().map(SessionCache::open).transpose()?;
+        if let Some(dir) = &options.profile {
+            // ONNX Runtime opens its profile file without creating the folder, and writes nothing
+            // (silently) when it cannot.
+            std::fs::create_dir_all(dir).map_err(|e| EngineError::BadFile {
+                path: dir.clone(),
+                message: format!("cannot create the profile folder ({e}); name a writable folder"),
+            })?;
+        }
         Ok(Self {
             environment,
             library: path,

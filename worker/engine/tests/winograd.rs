@@ -50,3 +50,22 @@ fn pipeline_on_the_rewritten_model_meets_the_diffusers_references() {
         assert!(worst <= 2.0, "{}: differs from diffusers by {worst}/255 (bound 2/255)", case.name);
     }
 }
+
+/// `RuntimeOptions::profile` creates its folder, and each session writes ONNX Runtime's profile
+/// there when it ends, with the custom nodes in it (what `deploy/bench/unet_ops.py` reads).
+#[test]
+fn a_profiled_session_writes_its_nodes_into_a_new_folder() {
+    let scratch = tempfile::tempdir().unwrap();
+    let folder = scratch.path().join("not/yet/there");
+    let options = RuntimeOptions { intra_threads: Some(2), profile: Some(folder.clone()), ..RuntimeOptions::default() };
+    let runtime = Runtime::new(&options).expect("ONNX Runtime did not load: run `bash deploy/setup.sh`");
+    let mut unet = Unet::load(&runtime, &unet_path("tiny-sd-clip-winograd"), 2).unwrap();
+    predict(&mut unet, &normal((2, 4, 16, 16), 1), &normal((2, 77, 32), 2));
+    drop(unet);
+    let profiles: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(profiles.len(), 1, "one session, one profile: {profiles:?}");
+    let name = profiles[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("unet_") && name.ends_with(".json"), "{name}");
+    let text = std::fs::read_to_string(&profiles[0]).unwrap();
+    assert!(text.contains(r#""op_name" : "WinogradConv""#), "no WinogradConv node in {name}");
+}

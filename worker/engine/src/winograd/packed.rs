@@ -109,8 +109,10 @@ pub struct PackedWeights {
 }
 
 impl PackedWeights {
-    /// All zeros, for `store` to fill; the padding past K stays zero.
+    /// All zeros, for `store` to fill; the padding past K stays zero. `product` runs `kernel`'s
+    /// instructions on these panels, so the CPU must have them.
     pub fn zeroed(kernel: Kernel, in_channels: usize, out_channels: usize) -> Self {
+        assert!(kernel.available(), "the {kernel:?} kernel needs instructions this CPU lacks");
         let blocks = out_channels.div_ceil(kernel.cols());
         let panels = vec![0.0f32; POINTS * blocks * in_channels * kernel.cols()];
         Self { kernel, panels, in_channels, out_channels }
@@ -118,6 +120,7 @@ impl PackedWeights {
 
     /// Stores U[r, c, k] for every point r.
     pub fn store(&mut self, c: usize, k: usize, values: &[f32; POINTS]) {
+        debug_assert!(c < self.in_channels && k < self.out_channels, "U[·, {c}, {k}] is outside the weights");
         let cols = self.kernel.cols();
         let plane = self.out_channels.div_ceil(cols) * self.in_channels * cols;
         let offset = ((k / cols) * self.in_channels + c) * cols + k % cols;
@@ -138,7 +141,7 @@ impl PackedWeights {
 ///
 /// # Safety
 /// `products` must point to tiles·36·K writable values, and no other thread may touch M[·, r, ·]
-/// meanwhile. (The weights' kernel was available when they were packed.)
+/// meanwhile. (The CPU has the weights' kernel: `PackedWeights::zeroed` asserts it.)
 pub unsafe fn product(r: usize, transformed_input: &[f32], tiles: usize, weights: &PackedWeights, products: *mut f32) {
     let (c_count, k_count) = (weights.in_channels, weights.out_channels);
     let (kernel, rows_per_block, cols_per_block) = (weights.kernel, weights.kernel.rows(), weights.kernel.cols());
@@ -163,8 +166,8 @@ pub unsafe fn product(r: usize, transformed_input: &[f32], tiles: usize, weights
         for (row_block, tile_panel) in packed.chunks_exact(c_count * rows_per_block).enumerate() {
             let first_row = row_block * rows_per_block;
             let rows = rows_per_block.min(tiles - first_row);
-            // SAFETY: the weights were packed for `kernel`, whose instructions this CPU has; both
-            // panels hold C rows of the kernel's widths.
+            // SAFETY: the weights were packed for `kernel`, whose instructions this CPU has (asserted
+            // in `PackedWeights::zeroed`); both panels hold C rows of the kernel's widths.
             unsafe {
                 match kernel {
                     Kernel::Avx2 => avx2_6x16(tile_panel, weight_panel, c_count, &mut edge),
