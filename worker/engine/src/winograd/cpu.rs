@@ -173,8 +173,7 @@ pub fn convolve<E>(
     let products = SharedOutput(workspace.products.as_mut_ptr());
     let transformed_input = &workspace.transformed_input;
     run(POINTS, &|r| match &weights.u {
-        // SAFETY: M holds tiles·36·K values
-        // (resized above) and item r alone writes M[·, r, ·].
+        // SAFETY: M holds tiles·36·K values (resized above) and item r alone writes M[·, r, ·].
         Products::Packed(packed) => unsafe { packed::product(r, transformed_input, tiles, packed, products.at(0)) },
         // SAFETY: V and U hold tiles·36·C and 36·C·K values (resized above and built in
         // `TransformedWeights::build`), and M tiles·36·K; product r reads V[·, r, ·] and U[r] and

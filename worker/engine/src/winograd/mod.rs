@@ -39,7 +39,7 @@ pub mod op;
 mod packed;
 mod transform;
 
-pub use packed::{KERNEL_CHOICES, KERNEL_VARIABLE};
+pub use packed::KERNEL_VARIABLE;
 
 /// The operator's name in the `ai.rapid` domain, as the rewritten graphs spell it.
 pub const OP_NAME: &str = "WinogradConv";

@@ -35,7 +35,7 @@ pub enum Kernel {
 }
 
 /// The largest block any kernel writes: its scratch size.
-const MAX_BLOCK: usize = 8 * 32;
+const MAX_BLOCK: usize = Kernel::Avx512.rows() * Kernel::Avx512.cols();
 
 impl Kernel {
     /// Tiles per block.
@@ -122,17 +122,21 @@ impl PackedWeights {
     pub fn store(&mut self, c: usize, k: usize, values: &[f32; POINTS]) {
         debug_assert!(c < self.in_channels && k < self.out_channels, "U[·, {c}, {k}] is outside the weights");
         let cols = self.kernel.cols();
-        let plane = self.out_channels.div_ceil(cols) * self.in_channels * cols;
-        let offset = ((k / cols) * self.in_channels + c) * cols + k % cols;
+        let within_point = self.panel_start(0, k / cols) + c * cols + k % cols;
+        let point_len = self.panel_start(1, 0);
         for (r, value) in values.iter().enumerate() {
-            self.panels[r * plane + offset] = *value;
+            self.panels[r * point_len + within_point] = *value;
         }
     }
 
     fn panel(&self, r: usize, block: usize) -> &[f32] {
+        &self.panels[self.panel_start(r, block)..][..self.in_channels * self.kernel.cols()]
+    }
+
+    /// Where the panel of point r and output-channel block `block` begins.
+    fn panel_start(&self, r: usize, block: usize) -> usize {
         let cols = self.kernel.cols();
-        let blocks = self.out_channels.div_ceil(cols);
-        &self.panels[(r * blocks + block) * self.in_channels * cols..][..self.in_channels * cols]
+        (r * self.out_channels.div_ceil(cols) + block) * self.in_channels * cols
     }
 }
 
