@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from unet_ops import timed_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / ".cache/models"
@@ -37,20 +38,17 @@ def profile(model: Path, prefix: str) -> dict:
     }
     for _ in range(CALLS):
         session.run(None, feeds)
-    events = json.loads(Path(session.end_profiling()).read_text())
-    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
-    timed_from = runs[1]["ts"]
+    path = session.end_profiling()
+    runs, nodes = timed_calls(json.loads(Path(path).read_text()), path)
     per_op = collections.Counter()
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < timed_from:
-            continue
+    for e in nodes:
         per_op[e["args"]["op_name"]] += e["dur"]
         name = e["name"]
         if ("/attn1/" in name or "/attn2/" in name) and not any(p in name for p in ("to_q", "to_k", "to_v", "to_out")):
             per_op["attention core"] += e["dur"]
-    timed = CALLS - 1
+    timed = len(runs)
     return {
-        "run_ms": [round(r["dur"] / 1000) for r in runs[1:]],
+        "run_ms": [round(r["dur"] / 1000) for r in runs],
         "ms_per_call": {op: round(us / 1000 / timed, 1) for op, us in per_op.most_common(8)},
     }
 

@@ -36,30 +36,35 @@ def matmul_kind(event: dict) -> str:
     return "against weights" if len(event["args"]["input_type_shape"]) < 2 else "between activations"
 
 
-def summarize(name: str, path: Path) -> dict:
-    events = json.loads(path.read_text())
+def timed_calls(events: list, source: str) -> tuple[list, list]:
+    """A profile's calls after the first (the warm-up), and the node kernel events inside them.
+    Shared with attention_ops.py, which profiles sessions of its own."""
     runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"),
                   key=lambda e: e["ts"])
     if len(runs) < 2:
-        raise SystemExit(f"{path}: {len(runs)} call(s) profiled; time at least 2 (the first is the warm-up)")
-    timed_from = runs[1]["ts"]
+        raise SystemExit(f"{source}: {len(runs)} call(s) profiled; time at least 2 (the first is the warm-up)")
+    nodes = [e for e in events
+             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= runs[1]["ts"]]
+    return runs[1:], nodes
+
+
+def summarize(name: str, path: Path) -> dict:
+    runs, nodes = timed_calls(json.loads(path.read_text()), str(path))
     per_op = collections.Counter()
     matmul_us, matmul_flops = collections.Counter(), collections.Counter()
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < timed_from:
-            continue
+    for e in nodes:
         op = e["args"]["op_name"]
         per_op[op + (kernel_size(e) if op in ("Conv", "FusedConv") else "")] += e["dur"]
         if op == "MatMul":
             a, out = shape(e["args"]["input_type_shape"][0]), shape(e["args"]["output_type_shape"][0])
             matmul_us[matmul_kind(e)] += e["dur"]
             matmul_flops[matmul_kind(e)] += 2 * math.prod(a) * out[-1]
-    calls = len(runs) - 1
+    calls = len(runs)
     nodes_ms = sum(per_op.values()) / 1000 / calls
     return {
         "variant": name,
         "profile": path.name,
-        "call_ms": [round(r["dur"] / 1000) for r in runs[1:]],
+        "call_ms": [round(r["dur"] / 1000) for r in runs],
         "nodes_ms_per_call": round(nodes_ms, 1),
         "ms_per_call": {op: round(us / 1000 / calls, 1) for op, us in per_op.most_common()},
         "matmul": {kind: {"ms_per_call": round(us / 1000 / calls, 1),
