@@ -1,0 +1,189 @@
+"""Run with: .venv-fixtures/bin/python -m rapid_training.train_unet [--minutes 70] (from training/).
+
+Stage 2: the text encoder and a small cross-attention U-Net (diffusers' UNet2DConditionModel),
+trained together from scratch on the VAE's latents: ε-prediction on Stable Diffusion's noise schedule,
+min-SNR loss weighting (Hang et al. 2023, γ = 5), captions in English or Chinese drawn afresh each
+time from the record's attributes, 10 % of captions dropped to "" so classifier-free guidance works,
+and the knowledge graph's entity vectors injected for half of the captions, so the model works with and
+without them. Starts from the committed VAE (`weights/vae.safetensors`); resumable; ends with the EMA
+weights of both parts in `weights/`.
+"""
+
+import argparse
+import hashlib
+import math
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from tqdm import tqdm
+
+from . import captions, data, text, train_vae
+from .checkpoint import TRAINING_DIR, Ema, Run, StageError, load_weights, save_weights, set_threads, stage_meta
+
+UNET_CONFIG = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[48, 96, 128],
+    layers_per_block=1,
+    attention_head_dim=4,
+    norm_num_groups=16,
+    cross_attention_dim=text.HIDDEN,
+)
+# Stable Diffusion 1.x's schedule, the one the worker's samplers read from scheduler_config.json.
+NOISE_SCHEDULE = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+    prediction_type="epsilon",
+)
+RECIPE = dict(batch=64, lr=4e-4, warmup=300, ema=0.9995, caption_dropout=0.1, knowledge_rate=0.5, min_snr_gamma=5.0,
+              bf16=False, seed=0)
+LATENTS_CACHE = TRAINING_DIR / ".cache" / "latents"
+
+
+def build_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(**UNET_CONFIG)
+
+
+def load_vae():
+    return load_weights("vae", train_vae.build(), {"model": train_vae.CONFIG, "recipe": train_vae.RECIPE})
+
+
+@torch.no_grad()
+def encode_latents(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's mean and std of every image of `split`, cached per VAE weights."""
+    weights = (TRAINING_DIR / "weights" / "vae.safetensors").read_bytes()
+    key = hashlib.sha256(weights).hexdigest()[:16]
+    path = LATENTS_CACHE / f"{split}-{key}.pt"
+    if path.exists():
+        cached = torch.load(path)
+        return cached["mean"], cached["std"]
+    images, _ = data.split(split)
+    vae = load_vae()
+    means, stds = [], []
+    for start in tqdm(range(0, len(images), 256), desc=f"encoding {split}", unit="batch"):
+        dist = vae.encode(data.to_tensor_range(images[start : start + 256])).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    LATENTS_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"mean": mean, "std": std}, partial)
+    partial.replace(path)
+    return mean, std
+
+
+class Conditioning:
+    """Captions for a batch of records, tokenized and with their entity vectors, as the worker builds them."""
+
+    def __init__(self, tokenizer: text.Tokenizer, knowledge: text.Knowledge):
+        self.tokenizer = tokenizer
+        self.knowledge = knowledge
+        self.dim = knowledge.vectors.shape[1]
+
+    def __call__(self, prompts: list[str], use_knowledge: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        encodings = self.tokenizer(prompts)
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        vectors = torch.zeros(len(prompts), text.MAX_LENGTH, self.dim)
+        for row, (encoding, prompt, knows) in enumerate(zip(encodings, prompts, use_knowledge)):
+            if knows:
+                vectors[row] = text.entity_vectors([encoding], [prompt], self.knowledge, self.dim)[0]
+        return ids, vectors
+
+
+def training_captions(records: list[dict], rng: random.Random, dropout: float) -> list[str]:
+    return ["" if rng.random() < dropout else captions.caption(r, rng.choice(captions.LANGUAGES), rng) for r in records]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=70.0, help="stop after this much training in all")
+    args = parser.parse_args()
+    threads = set_threads()
+    random.seed(RECIPE["seed"])
+    np.random.seed(RECIPE["seed"])
+    torch.manual_seed(RECIPE["seed"])
+
+    records = data.records("train")
+    mean, std = encode_latents("train")
+    scaling = stage_meta("vae")["scaling_factor"]
+    tokenizer = text.Tokenizer()
+    knowledge = text.Knowledge()
+    conditioning = Conditioning(tokenizer, knowledge)
+    encoder = text.TextEncoder(tokenizer.vocab_size, conditioning.dim)
+    unet = build_unet()
+    noise = DDPMScheduler(**NOISE_SCHEDULE)
+    alphas = noise.alphas_cumprod
+    snr = alphas / (1 - alphas)
+
+    parameters = list(encoder.parameters()) + list(unet.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=RECIPE["lr"], weight_decay=0.01)
+    ema_unet, ema_encoder = Ema(unet, RECIPE["ema"]), Ema(encoder, RECIPE["ema"])
+    config = {"model": {"unet": UNET_CONFIG, "encoder": text.ENCODER_CONFIG, "vocab": tokenizer.vocab_size},
+              "noise": NOISE_SCHEDULE, "recipe": RECIPE}
+    run = Run("unet", config)
+    modules = {"unet": unet, "encoder": encoder, "ema_unet": ema_unet.shadow, "ema_encoder": ema_encoder.shadow}
+    step, seconds = run.resume(modules, optimizer)
+    caption_rng = random.Random(f"{RECIPE['seed']}:{step}")
+    budget = args.minutes * 60.0
+    count = sum(p.numel() for p in unet.parameters()) / 1e6, sum(p.numel() for p in encoder.parameters()) / 1e6
+    print(f"unet: {count[0]:.2f} M + text encoder {count[1]:.2f} M parameters, {len(records)} records, "
+          f"{threads} threads, resuming at step {step} ({seconds / 60:.1f} min done)", file=sys.stderr)
+
+    bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="unet")
+    unet.train()
+    encoder.train()
+    while seconds < budget:
+        started = time.monotonic()
+        index = np.random.randint(0, len(records), RECIPE["batch"])
+        latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling
+        prompts = training_captions([records[i] for i in index], caption_rng, RECIPE["caption_dropout"])
+        knows = [caption_rng.random() < RECIPE["knowledge_rate"] for _ in prompts]
+        ids, vectors = conditioning(prompts, knows)
+        epsilon = torch.randn_like(latents)
+        timesteps = torch.randint(0, NOISE_SCHEDULE["num_train_timesteps"], (len(index),))
+        noisy = noise.add_noise(latents, epsilon, timesteps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=RECIPE["bf16"]):
+            states = encoder(ids, vectors)
+            predicted = unet(noisy, timesteps, states).sample
+        per_sample = F.mse_loss(predicted.float(), epsilon, reduction="none").mean(dim=(1, 2, 3))
+        weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
+        loss = (per_sample * weights).mean()
+        for group in optimizer.param_groups:
+            group["lr"] = RECIPE["lr"] * min(1.0, (step + 1) / RECIPE["warmup"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        step += 1
+        ema_unet.update(unet, step)
+        ema_encoder.update(encoder, step)
+        seconds += time.monotonic() - started
+        bar.update(round(min(seconds, budget)) - bar.n)
+        if step % 25 == 0:
+            run.log({"step": step, "seconds": round(seconds, 1), "loss": loss.item(), "mse": per_sample.mean().item()})
+            bar.set_postfix(step=step, loss=f"{loss.item():.4f}")
+        if not math.isfinite(loss.item()):
+            raise StageError(f"unet: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
+        if run.due():
+            run.save(modules, optimizer, step, seconds)
+    bar.close()
+    run.save(modules, optimizer, step, seconds)
+    meta = {"steps": step, "train_seconds": round(seconds), "threads": threads,
+            "images_seen": step * RECIPE["batch"]}
+    save_weights("text_encoder", ema_encoder.shadow, config, meta)
+    path = save_weights("unet", ema_unet.shadow, config, meta)
+    print(f"unet: {step} steps in {seconds / 60:.1f} min; wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except StageError as error:
+        sys.exit(f"error: {error}")
