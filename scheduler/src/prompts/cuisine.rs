@@ -47,21 +47,25 @@ struct ValidDish<'a> {
     keywords: Vec<&'a str>,
 }
 
-/// Generates one prompt per dish, in the order given, framed by one of `frames`.
-pub(super) fn generate(
-    templates: &CuisineTemplates,
-    frames: &[Template<Frame>],
+/// A language's cuisine sentences and the frames around them.
+pub(super) type Wording<'a> = (&'a CuisineTemplates, &'a [Template<Frame>]);
+
+/// Generates one prompt per dish, in the order given; `wording` gives each dish's sentences and frames
+/// from its (trimmed) name, so a menu may mix languages.
+pub(super) fn generate<'a>(
+    wording: impl Fn(&str) -> Wording<'a>,
     dishes: &[Dish],
     seed: u64,
 ) -> Result<Vec<String>, PromptError> {
     check_count("dishes", dishes.len(), 1, MAX_DISHES)?;
     let dishes = validate(dishes)?;
-    let variants: Vec<_> =
-        templates.sentences.iter().flat_map(|sentence| frames.iter().map(move |frame| (sentence, frame))).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut owners: HashMap<String, usize> = HashMap::new();
     let mut prompts = Vec::with_capacity(dishes.len());
     for (index, dish) in dishes.iter().enumerate() {
+        let (templates, frames) = wording(dish.name);
+        let variants: Vec<_> =
+            templates.sentences.iter().flat_map(|sentence| frames.iter().map(move |frame| (sentence, frame))).collect();
         let keywords = dish.keywords.join(&templates.keyword_separator);
         let value = |slot: Slot| match slot {
             Slot::Dish => Some(dish.name),
@@ -122,6 +126,23 @@ mod tests {
                 assert!(prompt.contains(&dish.name) && prompt.contains("crispy"), "{prompt:?}");
             }
         }
+    }
+
+    #[test]
+    fn dishes_written_in_chinese_get_chinese_prompts() {
+        let generator = PromptGenerator::bundled();
+        let menu = [dish("宫保鸡丁", &["花生"]), dish("mapo tofu", &[]), dish(" 麻婆豆腐 ", &[])];
+        for seed in 0..20 {
+            let prompts = generator.cuisine(&menu, Language::En, seed).unwrap();
+            for chinese in [&prompts[0], &prompts[2]] {
+                super::super::tests::assert_natural(chinese, Language::Zh);
+                assert!(!chinese.is_ascii() && !chinese.contains("the "), "seed {seed}: {chinese:?}");
+            }
+            super::super::tests::assert_natural(&prompts[1], Language::En);
+        }
+        // A Chinese menu keeps its language for names in other scripts.
+        let prompts = generator.cuisine(&menu, Language::Zh, 0).unwrap();
+        super::super::tests::assert_natural(&prompts[1], Language::Zh);
     }
 
     #[test]

@@ -80,10 +80,15 @@ impl PromptGenerator {
         fashion::generate(&templates.fashion, &templates.frames, keywords, count, seed)
     }
 
-    /// One prompt per dish, in the order given; the same arguments give the same prompts.
+    /// One prompt per dish, in the order given; the same arguments give the same prompts. A dish whose
+    /// name is written in Chinese gets a Chinese prompt whatever `language` says, because an English
+    /// sentence around a Chinese name ("the picture of 宫保鸡丁") is neither language's prompt.
     pub fn cuisine(&self, dishes: &[Dish], language: Language, seed: u64) -> Result<Vec<String>, PromptError> {
-        let templates = self.templates(language);
-        cuisine::generate(&templates.cuisine, &templates.frames, dishes, seed)
+        let wording = |name: &str| {
+            let templates = self.templates(if is_chinese(name) { Language::Zh } else { language });
+            (&templates.cuisine, &templates.frames[..])
+        };
+        cuisine::generate(wording, dishes, seed)
     }
 
     fn templates(&self, language: Language) -> &LanguageTemplates {
@@ -92,6 +97,12 @@ impl PromptGenerator {
             Language::En => &self.en,
         }
     }
+}
+
+/// Whether `text` contains CJK ideographs (the Unified block and its extension A), the script of
+/// Chinese dish names.
+fn is_chinese(text: &str) -> bool {
+    text.chars().any(|c| matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}'))
 }
 
 fn parse_bundled(name: &str, text: &str) -> LanguageTemplates {
