@@ -1,12 +1,12 @@
-# Run with: make demo | make test | make lint | make generate
+# Run with: make demo | make test | make lint | make generate | make demo-grid
 # Every target installs what it needs first (deploy/setup.sh and deploy/test-services.sh are
 # idempotent and quick once done).
 
 CARGO ?= cargo
-DEMO_MODEL ?= tests/fixtures/models/tiny-sd-clip
+DEMO_MODEL ?= models/rapid-mini
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo generate test lint fixtures fixtures-env bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup bench-precision gpu-payload
+.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session bench-openvino bench-providers bench-startup bench-precision gpu-payload
 
 setup:
 	bash deploy/setup.sh
@@ -21,6 +21,12 @@ demo: setup
 	./target/release/rapid-scheduler standalone --config deploy/standalone.toml --listen 127.0.0.1:0 \
 		--submit examples/fashion-design.json
 
+## The README's picture: the demo's fashion request and two menus (English, Chinese) through the
+## embedded default, laid out with their prompts in deploy/demo/grid.png.
+demo-grid: setup
+	$(CARGO) build --release --quiet -p rapid-scheduler
+	.venv/bin/python deploy/demo/grid.py
+
 ## One image straight from the engine, with per-stage timings.
 generate: setup
 	@mkdir -p $(dir $(GENERATE_OUT))
@@ -32,6 +38,7 @@ generate: setup
 ## s3s-fs, which `services` starts or installs.
 test: setup services lint
 	bash deploy/setup.sh --openvino   # the OpenVINO build of ONNX Runtime, for worker/engine/tests/openvino.rs
+	python3 -m unittest discover -s training/tests   # the data set's vocabulary against the knowledge graph (stdlib only)
 	$(CARGO) test --workspace --release
 
 lint:

@@ -145,8 +145,8 @@ def worker_timing(defaults: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-item", type=int, default=12, help="held-out prompts per fashion item and language")
-    parser.add_argument("--per-dish", type=int, default=2, help="held-out prompts per dish and language")
+    parser.add_argument("--per-item", type=int, default=6, help="held-out prompts per fashion item and language")
+    parser.add_argument("--per-dish", type=int, default=1, help="held-out prompts per dish and language")
     parser.add_argument("--skip-worker", action="store_true", help="leave out the Rust worker timing")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -136,7 +136,7 @@ def build(out: Path) -> dict:
         out / "upscaler" / "model.onnx",
     )
 
-    pipeline.scheduler("pndm").save_config(str(out / "scheduler"))
+    write_json(out / "scheduler" / "scheduler_config.json", pipeline.scheduler_config())
     write_json(out / "model_index.json", {
         "_class_name": "OnnxStableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],

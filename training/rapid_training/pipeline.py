@@ -33,10 +33,11 @@ SAMPLERS = {
     "dpmpp-2m": DPMSolverMultistepScheduler,
 }
 
-# PNDM as Stable Diffusion 1.x ships it; the other samplers are built from this config, as the worker does.
+# PNDM as Stable Diffusion 1.x ships it; the other samplers are built from this config, as the worker
+# does (`from_config` carries `timestep_spacing` and `steps_offset` over, as for the test fixtures).
 SCHEDULER_CONFIG = dict(
     **train_unet.NOISE_SCHEDULE, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
-    timestep_spacing="leading", clip_sample=False, trained_betas=None,
+    timestep_spacing="leading", trained_betas=None,
 )
 
 
@@ -62,7 +63,9 @@ def load(random_weights: bool = False) -> Model:
         load_weights("text_encoder", encoder, config)
         load_weights("unet", unet, config)
     vae = train_unet.load_vae()
-    vae.config.scaling_factor = stage_meta("vae")["scaling_factor"]
+    # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
+    # value diffusers' pipeline reads but not the one save_config writes.
+    vae.register_to_config(scaling_factor=stage_meta("vae")["scaling_factor"])
     return Model(tokenizer, knowledge, encoder.eval(), unet.eval(), vae.eval(), stage_meta("vae")["scaling_factor"])
 
 
@@ -80,9 +83,17 @@ def embed(model: Model, prompts: list[str], use_knowledge: bool) -> torch.Tensor
     return model.encoder(ids, vectors)
 
 
+def scheduler_config() -> dict:
+    """The model's scheduler_config.json: PNDM's own fields plus `clip_sample: false`, which DDIM would
+    otherwise default to true (Stable Diffusion's exports carry it the same way)."""
+    import diffusers
+
+    return {"_class_name": "PNDMScheduler", "_diffusers_version": diffusers.__version__,
+            **PNDMScheduler(**SCHEDULER_CONFIG).config, "clip_sample": False}
+
+
 def scheduler(sampler: str):
-    base = PNDMScheduler(**SCHEDULER_CONFIG)
-    return SAMPLERS[sampler].from_config(base.config)
+    return SAMPLERS[sampler].from_config(scheduler_config())
 
 
 def diffusers_pipeline(model: Model, sampler: str) -> StableDiffusionPipeline:

@@ -24,12 +24,25 @@ fn runtime() -> Runtime {
 /// The acceptance bound: within 2/255 per pixel of diffusers (PyTorch, fp32), before marking.
 #[test]
 fn images_match_diffusers_within_two_levels() {
-    let runtime = runtime();
     let Cases { cases } = Cases::load();
     assert!(cases.len() >= 4, "expected PNDM and DPM++ cases for both models");
+    assert_cases_match_diffusers(&cases);
+}
+
+/// The bundled trained model (models/rapid-mini, with knowledge entities) against diffusers on its
+/// PyTorch weights (training/rapid_training/reference.py), in English and Chinese.
+#[test]
+fn trained_model_matches_diffusers_within_two_levels() {
+    let Cases { cases } = Cases::load_from("tests/fixtures/trained/cases.json");
+    assert!(cases.len() >= 3, "expected English, Chinese and menu cases");
+    assert_cases_match_diffusers(&cases);
+}
+
+fn assert_cases_match_diffusers(cases: &[support::Case]) {
+    let runtime = runtime();
     let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
     let mut report = Vec::new();
-    for case in &cases {
+    for case in cases {
         let pipeline = pipelines
             .entry(case.model_dir.clone())
             .or_insert_with(|| Pipeline::load(&runtime, &repo().join(&case.model_dir)).unwrap());

@@ -89,8 +89,15 @@ impl Case {
 }
 
 impl Cases {
+    /// The random-weight fixture models' cases.
     pub fn load() -> Self {
-        let path = repo().join("tests/fixtures/pipeline/cases.json");
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        Self::load_from("tests/fixtures/pipeline/cases.json")
+    }
+
+    /// Cases from a `cases.json` under the repository root.
+    pub fn load_from(relative: &str) -> Self {
+        let path = repo().join(relative);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 }
