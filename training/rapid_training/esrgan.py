@@ -81,10 +81,12 @@ class RRDBNet(nn.Module):
         return out
 
 
-def identity_init_(net: RRDBNet, seed: int) -> RRDBNet:
+def identity_init_(net: RRDBNet, seed: int | None) -> RRDBNet:
     """Small random weights plus an identity (Dirac) kernel carrying RGB along the main path, so the
-    untrained network is a nearest-neighbour upscaler rather than noise."""
-    torch.manual_seed(seed)
+    untrained network is a nearest-neighbour upscaler rather than noise. With `seed`, the draws start
+    from it; without, from the caller's RNG state (the test fixtures seed before building the net)."""
+    if seed is not None:
+        torch.manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
