@@ -103,9 +103,6 @@ class Run:
         with open(self.dir / "loss.jsonl", "a") as file:
             file.write(json.dumps(entry) + "\n")
 
-    def losses(self) -> list[dict]:
-        path = self.dir / "loss.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def save_weights(stage: str, module: torch.nn.Module, config: dict, meta: dict) -> Path:
@@ -138,6 +135,13 @@ def load_weights(stage: str, module: torch.nn.Module, config: dict) -> torch.nn.
 
 def stage_meta(stage: str) -> dict:
     return json.loads((WEIGHTS_DIR / f"{stage}.json").read_text())
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's global generators, which the stages draw batches from."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def set_threads() -> int:

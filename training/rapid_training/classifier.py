@@ -8,7 +8,6 @@ Inception's, which cannot be downloaded here).
 """
 
 import argparse
-import random
 import sys
 import time
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data, vocab
-from .checkpoint import StageError, load_weights, save_weights, set_threads
+from .checkpoint import StageError, load_weights, save_weights, seed_everything, set_threads
 
 SUBJECTS = vocab.ITEM_NAMES + vocab.DISH_NAMES
 CONFIG = dict(widths=[32, 64, 128, 256], subjects=len(SUBJECTS), colours=len(vocab.COLOUR_NAMES),
@@ -97,9 +96,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.5)
     args = parser.parse_args()
     threads = set_threads()
-    random.seed(RECIPE["seed"])
-    np.random.seed(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
+    seed_everything(RECIPE["seed"])
     images, records = data.split("train")
     truth = labels(records)
     held_images, held_records = data.split("heldout")

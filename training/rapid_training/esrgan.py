@@ -13,7 +13,6 @@ script builds its random upscaler from this class too.
 
 import argparse
 import math
-import random
 import sys
 import time
 
@@ -23,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import Ema, Run, StageError, save_weights, set_threads
+from .checkpoint import Ema, Run, StageError, save_weights, seed_everything, set_threads
 
 
 class ResidualDenseBlock_5C(nn.Module):
@@ -136,14 +135,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0, help="stop after this much training in all")
     args = parser.parse_args()
     threads = set_threads()
-    random.seed(RECIPE["seed"])
-    np.random.seed(RECIPE["seed"])
 
     train_hr, _ = data.split("train", size=256)
     held_hr, _ = data.split("heldout", size=256)
     net = build()
     before = {"bicubic": heldout_psnr(None, held_hr), "untrained": heldout_psnr(net.eval(), held_hr)}
-    torch.manual_seed(RECIPE["seed"])
+    seed_everything(RECIPE["seed"])
     ema = Ema(net, RECIPE["ema"])
     optimizer = torch.optim.Adam(net.parameters(), lr=RECIPE["lr"])
     run = Run("esrgan", {"model": CONFIG, "recipe": RECIPE})

@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,7 +89,8 @@ class Judge:
         self.truth = classifier.labels(records)
         self.fashion = self.truth[:, 1] != classifier.IGNORE
         held_images, held_records = data.split("heldout")
-        _, self.real_features = classifier.predict(self.net, held_images)
+        predicted, self.real_features = classifier.predict(self.net, held_images)
+        self.real_accuracy = classifier.accuracy(predicted, classifier.labels(held_records))
         self.real_fashion = torch.tensor([r["kind"] == "fashion" for r in held_records])
 
     def score(self, images: np.ndarray) -> dict:
@@ -163,8 +163,7 @@ def main() -> None:
         rows.append({"name": name, **settings, **scores, "seconds": round(time.monotonic() - started, 1)})
         print(f"{name}: {scores}", file=sys.stderr)
 
-    rows.append({"name": "held-out real images", **classifier.accuracy(classifier.predict(judge.net,
-                 data.split("heldout")[0])[0], classifier.labels(data.records("heldout"))), **judge.real_floor()})
+    rows.append({"name": "held-out real images", **judge.real_accuracy, **judge.real_floor()})
     sweep = []
     for sampler in pipeline.SAMPLERS:
         for steps in STEP_COUNTS:

@@ -48,7 +48,6 @@ class Model:
     encoder: text.TextEncoder
     unet: torch.nn.Module
     vae: torch.nn.Module
-    scaling_factor: float
 
 
 def load(random_weights: bool = False) -> Model:
@@ -66,7 +65,7 @@ def load(random_weights: bool = False) -> Model:
     # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
     # value diffusers' pipeline reads but not the one save_config writes.
     vae.register_to_config(scaling_factor=stage_meta("vae")["scaling_factor"])
-    return Model(tokenizer, knowledge, encoder.eval(), unet.eval(), vae.eval(), stage_meta("vae")["scaling_factor"])
+    return Model(tokenizer, knowledge, encoder.eval(), unet.eval(), vae.eval())
 
 
 def train_unet_config(tokenizer: text.Tokenizer) -> dict:

@@ -165,7 +165,7 @@ def _contrast_colour(base: np.ndarray) -> np.ndarray:
     return np.array([0.96, 0.95, 0.92], np.float32) if luminance < 0.55 else np.array([0.12, 0.12, 0.16], np.float32)
 
 
-def _fabric(record: dict, colour: np.ndarray, shading: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+def _fabric(record: dict, colour: np.ndarray, shading: np.ndarray, size: int) -> np.ndarray:
     """Applies the fabric look to the coloured item [size, size, 3]."""
     fabric = record["fabric"]
     params = record["fabric_params"]
@@ -234,7 +234,7 @@ def render(record: dict, size: int) -> np.ndarray:
         if centre is not None:
             flower_centre = np.array([0.95, 0.75, 0.15], np.float32)
             colour = colour * (1.0 - centre[..., None]) + flower_centre * centre[..., None]
-        item = _fabric(record, colour, shading, mask, work)
+        item = _fabric(record, colour, shading, work)
         alpha = mask[..., None] * (0.7 if record["fabric"] == "chiffon" else 1.0)
         picture = background * (1.0 - alpha) + item * alpha
     picture = picture.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))

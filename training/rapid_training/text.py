@@ -96,12 +96,6 @@ class Tokenizer:
     def __call__(self, texts: list[str]):
         return self.tokenizer.encode_batch(texts)
 
-    def untruncated_length(self, text: str) -> int:
-        self.tokenizer.no_truncation()
-        try:
-            return sum(self.tokenizer.encode(text).attention_mask)
-        finally:
-            self.tokenizer.enable_truncation(MAX_LENGTH)
 
 
 class Knowledge:

@@ -23,7 +23,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from tqdm import tqdm
 
 from . import captions, data, text, train_vae
-from .checkpoint import TRAINING_DIR, Ema, Run, StageError, load_weights, save_weights, set_threads, stage_meta
+from .checkpoint import (
+    TRAINING_DIR, Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads, stage_meta,
+)
 
 UNET_CONFIG = dict(
     sample_size=16,
@@ -106,9 +108,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=70.0, help="stop after this much training in all")
     args = parser.parse_args()
     threads = set_threads()
-    random.seed(RECIPE["seed"])
-    np.random.seed(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
+    seed_everything(RECIPE["seed"])
 
     records = data.records("train")
     mean, std = encode_latents("train")

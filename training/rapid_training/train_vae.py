@@ -10,7 +10,6 @@ and dots?).
 
 import argparse
 import math
-import random
 import sys
 import time
 
@@ -21,7 +20,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from . import data
-from .checkpoint import Ema, Run, StageError, save_weights, set_threads
+from .checkpoint import Ema, Run, StageError, save_weights, seed_everything, set_threads
 
 CONFIG = dict(
     in_channels=3,
@@ -88,9 +87,7 @@ def main() -> None:
                         help="stop after this much training in all")
     args = parser.parse_args()
     threads = set_threads()
-    random.seed(RECIPE["seed"])
-    np.random.seed(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
+    seed_everything(RECIPE["seed"])
 
     images, _ = data.split("train")
     held_images, held_records = data.split("heldout")
