@@ -1,14 +1,20 @@
 """Run with: .venv-fixtures/bin/python -m rapid_training.esrgan [--minutes 15] (from training/).
 
 Stage 4: a tiny ESRGAN RRDBNet ×4 fine-tuned on bicubic-downsampled pairs of the data set's 256-px
-renders (paper §4.5). It starts as a nearest-neighbour upscaler (an identity path through the
-network, small random weights elsewhere), then learns with L1 loss on 128-px crops. Reports the
-held-out PSNR of bicubic upscaling, of the starting network and of the trained one, as the paper does
-(22.7 → 23.1 dB there), and writes the EMA weights to `weights/esrgan.safetensors`.
+renders (paper §4.5), with L1 loss on 128-px crops. Reports the held-out PSNR of bicubic upscaling, of
+the starting network and of the trained one, as the paper does (22.7 → 23.1 dB there), and writes the
+EMA weights to `weights/esrgan.safetensors`.
 
 RRDBNet is the original ESRGAN architecture with its state-dict names (`conv_first`,
 `RRDB_trunk.N.RDBk.convj`, …), so ESRGAN weights of the same widths load unchanged. The test fixtures'
 script builds its random upscaler from this class too.
+
+The shipped net adds its output to the bicubic upscale of its input (`bicubic_skip`, global residual
+learning as in VDSR) and starts with a zero last layer, so it begins exactly at bicubic's PSNR and
+learns only the detail bicubic misses. The first recipe, the plain network started as a
+nearest-neighbour upscaler, ended 1.8 dB *below* bicubic after 6 minutes (30.3 against 32.1 dB): a net
+this small cannot relearn the whole image in the minutes a CPU session gives it. The skip has no
+weights; ONNX carries it as a cubic `Resize`, which every execution provider runs.
 """
 
 import argparse
@@ -59,8 +65,9 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    def __init__(self, in_nc=3, out_nc=3, nf=64, nb=23, gc=32):
+    def __init__(self, in_nc=3, out_nc=3, nf=64, nb=23, gc=32, bicubic_skip=False):
         super().__init__()
+        self.bicubic_skip = bicubic_skip
         self.conv_first = nn.Conv2d(in_nc, nf, 3, 1, 1, bias=True)
         self.RRDB_trunk = nn.Sequential(*[RRDB(nf, gc) for _ in range(nb)])
         self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1, bias=True)
@@ -77,6 +84,8 @@ class RRDBNet(nn.Module):
         fea = self.lrelu(self.upconv1(F.interpolate(fea, scale_factor=2, mode="nearest")))
         fea = self.lrelu(self.upconv2(F.interpolate(fea, scale_factor=2, mode="nearest")))
         out = self.conv_last(self.lrelu(self.HRconv(fea)))
+        if self.bicubic_skip:
+            out = out + F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
         return out
 
 
@@ -97,12 +106,26 @@ def identity_init_(net: RRDBNet, seed: int | None) -> RRDBNet:
     return net
 
 
-CONFIG = dict(in_nc=3, out_nc=3, nf=32, nb=2, gc=16)
+def residual_init_(net: RRDBNet, seed: int) -> RRDBNet:
+    """Kaiming weights scaled by 0.1 (ESRGAN's own initialisation, which keeps the deep residual trunk
+    near identity) and a zero last layer, so a `bicubic_skip` net starts as bicubic upscaling."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0.2, mode="fan_in")
+                m.weight.mul_(0.1)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(net.conv_last.weight)
+    return net
+
+
+CONFIG = dict(in_nc=3, out_nc=3, nf=32, nb=2, gc=16, bicubic_skip=True)
 RECIPE = dict(batch=16, crop=128, lr=2e-4, ema=0.999, seed=0)
 
 
 def build() -> RRDBNet:
-    return identity_init_(RRDBNet(**CONFIG), RECIPE["seed"])
+    return residual_init_(RRDBNet(**CONFIG), RECIPE["seed"])
 
 
 def downsample(hr: torch.Tensor) -> torch.Tensor:
