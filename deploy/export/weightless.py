@@ -3,7 +3,7 @@
   python3 deploy/export/weightless.py fill DIR
 
 Carries a model directory of random weights to a machine it cannot be exported on, in megabytes
-instead of gigabytes. The GPU machine (deploy/bench/gpu.sh) takes at most 64 MiB a call and has
+instead of gigabytes. The GPU machine (deploy/bench/gpu/gpu.sh) takes at most 64 MiB a call and has
 no diffusers to export with, while the Table 6 model is 4.5 GB of weights that carry no
 information: they are random (export_table6.py), and only their shapes matter for speed.
 

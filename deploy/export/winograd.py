@@ -9,7 +9,7 @@ group 1) whose weight and bias are stored initializers, and its feature map is a
 `--min-size` pixels on each side at the U-Net's own latent size (`sample_size` in unet/config.json,
 or `--latent`). Below that the kernel's products are too thin to gain: on the Table 6 U-Net the
 4×4 and 8×8 levels have 1280 channels and 2–8 tiles per image, and reading the 4× larger
-transformed weights costs more than the arithmetic saved (measured in `deploy/bench/NOTES.md`).
+transformed weights costs more than the arithmetic saved (measured in `deploy/bench/speed/NOTES.md`).
 The node keeps its inputs and output; only its type changes, so the weights are stored as before.
 The feature-map sizes come from one run of the original graph with ONNX Runtime, with the
 candidates' inputs as extra outputs.

@@ -3,7 +3,7 @@
 //!     NAME=MODEL_DIR...
 //!
 //! Times one U-Net call of several model directories on identical inputs, for comparing graph
-//! variants of the same weights (deploy/bench/attention.sh: plain, ONNX Runtime's fused attention,
+//! variants of the same weights (deploy/bench/attention/attention.sh: plain, ONNX Runtime's fused attention,
 //! the project's FlashAttention). All variants are loaded first and then called in turn, one call
 //! each per round, so that drift on a shared machine spreads over every variant instead of landing
 //! on whichever ran last. Each variant gets one untimed warm-up call. Prints one JSON object.
@@ -11,7 +11,7 @@
 //! `--winograd-kernel K` sets `RAPID_WINOGRAD_KERNEL` (auto, avx512, avx2, matrixmultiply) for the
 //! variants after it, so one process can time the same Winograd graph with each product kernel.
 //! `--profile DIR` has every session write ONNX Runtime's per-node profile there when it ends
-//! (`deploy/bench/unet_ops.py` sums it by operator).
+//! (`deploy/bench/unet-ops/unet_ops.py` sums it by operator).
 
 use std::error::Error;
 use std::path::PathBuf;

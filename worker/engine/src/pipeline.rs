@@ -276,7 +276,7 @@ impl Pipeline {
     /// warms up with a default request; `generate --warm-up` with the request it is about to run.
     ///
     /// A session's first call with a shape is slower than the rest: ONNX Runtime's CPU provider
-    /// plans its memory then, and OpenVINO compiles its graph (deploy/bench/SESSION.md,
+    /// plans its memory then, and OpenVINO compiles its graph (deploy/bench/session/SESSION.md,
     /// "Start-up"). A long-running worker pays that here, before it takes a job, instead of in its
     /// first job's latency. Other sizes and batches still pay it on their own first call.
     pub fn warm_up(&mut self, like: &GenerationRequest) -> Result<()> {

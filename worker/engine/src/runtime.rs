@@ -48,7 +48,7 @@ pub enum ExecutionProvider {
     TensorRt,
     /// OpenVINO's CPU plugin (oneDNN kernels), from the `onnxruntime-openvino` wheel's library.
     /// Measured on AVX-512 Xeon and EPYC, warm: ESRGAN 1.15–1.2× faster than the CPU provider, and
-    /// on a Zen 5 the VAE and U-Net faster too (deploy/bench/NOTES.md); an option, chosen per part
+    /// on a Zen 5 the VAE and U-Net faster too (deploy/bench/speed/NOTES.md); an option, chosen per part
     /// (`Providers`), because it needs its own library and was level on the Xeon's U-Net.
     OpenVino,
 }
@@ -101,7 +101,7 @@ pub enum Precision {
     Fp32,
     /// bfloat16 matrix products (OpenVINO's `INFERENCE_PRECISION_HINT`), for CPUs with AVX512-BF16
     /// or AMX: on a 2-core Xeon with AMX a Table 6 image ran 3.4× faster (U-Net 655 against 2194 ms
-    /// a step), and images moved by the amounts deploy/bench/PRECISION.md states. Opt-in, because
+    /// a step), and images moved by the amounts deploy/bench/precision/PRECISION.md states. Opt-in, because
     /// the images change.
     Bf16,
 }
@@ -200,7 +200,7 @@ fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'sta
 ///
 /// Per part because the fastest provider differs by part and by CPU: on AVX-512 CPUs OpenVINO runs
 /// ESRGAN 1.15–1.2× faster than the CPU provider; on a Zen 5 its warm U-Net was 4–7% faster and its
-/// warm VAE 1.45×, while on an AVX-512 Xeon its U-Net was level (deploy/bench/NOTES.md, SESSION.md).
+/// warm VAE 1.45×, while on an AVX-512 Xeon its U-Net was level (deploy/bench/speed/NOTES.md, session/SESSION.md).
 /// Every library has the CPU provider, so `cpu` mixes with anything; the others must share a library.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Providers {
@@ -359,7 +359,7 @@ impl Runtime {
         if let Some(graph) = entry.graph() {
             // The optimizers run again, at the same level: on a graph they already rewrote they
             // take little time, and with them off the Table 6 U-Net ran 4% slower (1006–1030
-            // against 945–987 ms a call; deploy/bench/SESSION.md).
+            // against 945–987 ms a call; deploy/bench/session/SESSION.md).
             match commit(self.builder(path, part, GraphOptimizationLevel::All)?, &graph) {
                 Ok(session) => {
                     tracing::debug!(model = %path.display(), entry = %entry.path().display(), "optimized graph from the cache");

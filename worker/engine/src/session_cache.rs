@@ -4,7 +4,7 @@
 //! Building the CPU provider's session for the Table 6 U-Net takes about 6.5 s, nearly all of it
 //! graph optimization (NCHWc layout rewrites, weight reordering, fusions); loading the graph
 //! ONNX Runtime saved after optimizing takes a fraction of that, with the same output and speed
-//! (deploy/bench/SESSION.md). That matters when replicas scale up from zero.
+//! (deploy/bench/session/SESSION.md). That matters when replicas scale up from zero.
 //!
 //! A saved graph is only valid for the files it came from, the library that optimized it and the
 //! CPU it ran on (NCHWc block sizes follow the vector width), so an entry's key covers all three.

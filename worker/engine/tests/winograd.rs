@@ -52,7 +52,7 @@ fn pipeline_on_the_rewritten_model_meets_the_diffusers_references() {
 }
 
 /// `RuntimeOptions::profile` creates its folder, and each session writes ONNX Runtime's profile
-/// there when it ends, with the custom nodes in it (what `deploy/bench/unet_ops.py` reads).
+/// there when it ends, with the custom nodes in it (what `deploy/bench/unet-ops/unet_ops.py` reads).
 #[test]
 fn a_profiled_session_writes_its_nodes_into_a_new_folder() {
     let scratch = tempfile::tempdir().unwrap();

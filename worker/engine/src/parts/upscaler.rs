@@ -27,7 +27,7 @@ pub struct Tiling {
 }
 
 impl Default for Tiling {
-    /// Measured on the paper's RRDBNet (nf 64, nb 23), 256 → 1024, one thread (deploy/bench/RESULTS.md):
+    /// Measured on the paper's RRDBNet (nf 64, nb 23), 256 → 1024, one thread (deploy/bench/speed/RESULTS.md):
     /// whole image 25.6 s; 64-px tiles with 16/8/4 px of context 42.6/31.7/26.8 s (the context is
     /// recomputed work: (64+2·16)² is 2.25× a tile's own area); 128-px tiles with 8 px 27.5 s. The
     /// 4-px context breaks the 1/255 agreement with the whole image (up to 20 levels off); 8 px
