@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod names;
+
+pub use names::{ImageFormat, RequestKind, Sampler, UnknownName};
+
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -34,16 +38,14 @@ pub struct Job {
     pub height: u32,
     pub steps: u32,
     pub guidance_scale: f32,
-    /// A sampler name as the CLI takes it (`pndm`, `ddim`, `euler`, `euler-a`, `dpmpp-2m`).
-    pub sampler: String,
+    pub sampler: Sampler,
     /// Karras sigma spacing for `euler` and `dpmpp-2m`; absent = the model's scheduler config.
     /// Left out of the JSON when absent, so a job that does not ask for it reads exactly as jobs
     /// did before the field existed (older workers keep taking them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub karras_sigmas: Option<bool>,
     pub upscale: bool,
-    /// `png`, `jpeg` or `webp`.
-    pub format: String,
+    pub format: ImageFormat,
     pub priority: Priority,
     /// Unix milliseconds after which the result is no longer wanted.
     pub deadline_ms: Option<u64>,
@@ -172,8 +174,7 @@ pub struct RequestRecord {
     pub v: u32,
     pub id: String,
     pub tenant: String,
-    /// `generation`, `fashion_design` or `cuisine_menu`.
-    pub kind: String,
+    pub kind: RequestKind,
     pub prompts: Vec<String>,
     pub job_ids: Vec<String>,
     pub callback_url: Option<String>,
@@ -239,10 +240,10 @@ mod tests {
             height: 256,
             steps: 50,
             guidance_scale: 7.5,
-            sampler: "pndm".into(),
+            sampler: Sampler::Pndm,
             karras_sigmas: None,
             upscale: true,
-            format: "png".into(),
+            format: ImageFormat::Png,
             priority: Priority::Interactive,
             deadline_ms: None,
             attempt: 0,
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn job_round_trips() {
         assert_eq!(decode::<Job>(&encode(&job())).unwrap(), job());
-        let karras = Job { sampler: "dpmpp-2m".into(), karras_sigmas: Some(true), ..job() };
+        let karras = Job { sampler: Sampler::DpmSolverMultistep, karras_sigmas: Some(true), ..job() };
         assert_eq!(decode::<Job>(&encode(&karras)).unwrap(), karras);
     }
 
@@ -307,7 +308,7 @@ mod tests {
             v: SCHEMA_VERSION,
             id: "req-1".into(),
             tenant: "acme".into(),
-            kind: "fashion_design".into(),
+            kind: RequestKind::FashionDesign,
             prompts: vec!["the photo of a coat".into()],
             job_ids: vec!["req-1-000".into()],
             callback_url: Some("https://example.com/hook".into()),

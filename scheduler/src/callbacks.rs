@@ -11,8 +11,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use rapid_fleet::queue::{Delivery, QueueError, Topic};
 use rapid_proto::RequestFinished;
-use rapid_worker::queue::{Delivery, QueueError, Topic};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -90,7 +90,7 @@ impl CallbackSender {
         let view = view(&self.app, &request).await.map_err(|e| e.to_string())?;
         let body = serde_json::to_vec(&CallbackBody { event: "request.finished", request: &view })
             .map_err(|e| e.to_string())?;
-        let timestamp = rapid_worker::state::now_ms() / 1000;
+        let timestamp = rapid_fleet::state::now_ms() / 1000;
         let signature = sign(&self.app.config.callback_secret, timestamp, &body);
         let response = self
             .client

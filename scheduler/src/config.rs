@@ -1,12 +1,14 @@
 //! The scheduler's sections of the fleet configuration file (CONFIG.md describes every key).
-//! The broker, state and storage sections are the worker library's types, so both binaries read
+//! The broker, state and storage sections are `rapid_fleet::config` types, so both binaries read
 //! one file the same way.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use rapid_worker::config::{AmqpConfig, RedisConfig, S3Config, WorkerConfig};
+use rapid_fleet::config::{AmqpConfig, RedisConfig, S3Config};
+use rapid_proto::{ImageFormat, Sampler};
+use rapid_worker::config::WorkerConfig;
 use serde::Deserialize;
 
 /// The whole file as the scheduler reads it. `amqp`, `redis` and `s3` are required by `serve`;
@@ -72,12 +74,12 @@ pub struct ModelDefaults {
 pub struct GenerationDefaults {
     pub steps: u32,
     pub guidance_scale: f32,
-    pub sampler: String,
+    pub sampler: Sampler,
     /// Karras sigmas for requests that do not say, applied only with `euler` and `dpmpp-2m`;
     /// absent = each model's scheduler config.
     pub karras_sigmas: Option<bool>,
     pub upscale: bool,
-    pub format: String,
+    pub format: ImageFormat,
 }
 
 impl Default for GenerationDefaults {
@@ -86,10 +88,10 @@ impl Default for GenerationDefaults {
         Self {
             steps: 50,
             guidance_scale: 7.5,
-            sampler: "pndm".into(),
+            sampler: Sampler::Pndm,
             karras_sigmas: None,
             upscale: true,
-            format: "png".into(),
+            format: ImageFormat::Png,
         }
     }
 }
@@ -159,4 +161,43 @@ fn default_workers() -> usize {
 }
 fn default_ttl_secs() -> u64 {
     86_400
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config.example.toml");
+
+    /// The error of loading the example with `from` replaced by `to`; it must name the file.
+    fn load_error(from: &str, to: &str) -> String {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let edited = text.replacen(from, to, 1);
+        assert_ne!(edited, text, "the example has `{from}`");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), edited).unwrap();
+        let error = rapid_fleet::config::load::<SchedulerFile>(file.path()).unwrap_err().to_string();
+        assert!(error.contains(&file.path().display().to_string()), "the file is named: {error}");
+        error
+    }
+
+    #[test]
+    fn the_example_s_defaults_load_as_typed_values() {
+        let file: SchedulerFile = rapid_fleet::config::load(Path::new(EXAMPLE)).unwrap();
+        assert_eq!(file.scheduler.defaults.sampler, Sampler::Ddim);
+        assert_eq!(file.scheduler.defaults.format, ImageFormat::Png);
+    }
+
+    #[test]
+    fn a_misspelt_default_fails_at_load_naming_the_key_and_the_file() {
+        let error = load_error("sampler = \"ddim\"", "sampler = \"eulr\"");
+        assert!(error.contains("`eulr` is not one of pndm, ddim, euler, euler-a, dpmpp-2m"), "{error}");
+        assert!(error.contains("scheduler.defaults.sampler"), "{error}");
+
+        let error = load_error("format = \"png\"", "format = \"gif\"");
+        assert!(error.contains("`gif` is not one of png, jpeg, webp"), "{error}");
+        assert!(error.contains("scheduler.defaults.format"), "{error}");
+    }
 }

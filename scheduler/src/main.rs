@@ -80,12 +80,12 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Serve { config, listen } => {
-            let file: SchedulerFile = rapid_worker::config::load(&config)?;
+            let file: SchedulerFile = rapid_fleet::config::load(&config)?;
             let listen = listen.unwrap_or(file.scheduler.listen);
             tokio_runtime()?.block_on(rapid_scheduler::serve::run(file, listen))
         }
         Command::Standalone { config, listen, submit, endpoint, api_key, serve } => {
-            let file: SchedulerFile = rapid_worker::config::load(&config)?;
+            let file: SchedulerFile = rapid_fleet::config::load(&config)?;
             let listen = listen.unwrap_or(file.scheduler.listen);
             let submission = submit.map(|file| Submission { file, endpoint, api_key });
             let keep_serving = serve || submission.is_none();

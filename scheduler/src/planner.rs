@@ -4,13 +4,26 @@
 //! Validation happens entirely before any write, so a rejected request leaves nothing behind.
 
 use rand::Rng;
-use rapid_proto::{Job, Priority, RequestRecord, SCHEMA_VERSION};
-use rapid_worker::consumer::{final_event, notify_if_request_done, queued_record};
-use rapid_worker::queue::{priority_level, Queue, Topic};
-use rapid_worker::state::{now_ms, StateStore};
+use rapid_fleet::jobs::{final_event, notify_if_request_done, queued_record, BackendError};
+use rapid_fleet::queue::{priority_level, Queue, Topic};
+use rapid_fleet::state::{now_ms, StateStore};
+use rapid_proto::{ImageFormat, Job, Priority, RequestKind, RequestRecord, Sampler, SCHEMA_VERSION};
 
-use crate::api::error::ApiError;
 use crate::config::SchedulerConfig;
+
+/// Why a request cannot be planned. The HTTP layer maps it to its own error shape.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A field of the request is wrong (named as a path into the body); nothing was recorded.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl PlanError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
 
 /// Generation parameters every submission endpoint takes (`api::submit` declares them as body
 /// fields); absent ones come from the configuration's `scheduler.defaults` and the model's size.
@@ -20,23 +33,17 @@ pub struct GenerationParams {
     pub negative_prompt: Option<String>,
     pub steps: Option<u32>,
     pub guidance_scale: Option<f32>,
-    pub sampler: Option<String>,
+    pub sampler: Option<Sampler>,
     pub karras_sigmas: Option<bool>,
     pub seed: Option<u64>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub upscale: Option<bool>,
-    pub format: Option<String>,
+    pub format: Option<ImageFormat>,
     pub priority: Option<Priority>,
     pub callback_url: Option<String>,
     pub deadline_ms: Option<u64>,
 }
-
-const SAMPLERS: [&str; 5] = ["pndm", "ddim", "euler", "euler-a", "dpmpp-2m"];
-/// The samplers whose sigmas can follow Karras et al. (2022); the engine refuses the option on the
-/// others, so the planner refuses it first, before anything is queued.
-const KARRAS_SAMPLERS: [&str; 2] = ["euler", "dpmpp-2m"];
-const FORMATS: [&str; 3] = ["png", "jpeg", "webp"];
 
 /// A validated request, ready to be recorded and published.
 pub struct Plan {
@@ -53,42 +60,36 @@ pub struct PromptImages {
 pub fn plan(
     config: &SchedulerConfig,
     tenant: &str,
-    kind: &str,
+    kind: RequestKind,
     prompts: Vec<PromptImages>,
     params: &GenerationParams,
     default_priority: Priority,
-) -> Result<Plan, ApiError> {
+) -> Result<Plan, PlanError> {
     let limits = &config.limits;
     let defaults = &config.defaults;
     let model_name = params.model.clone().unwrap_or_else(|| config.default_model.clone());
     let model = config.models.get(&model_name).ok_or_else(|| {
         let known: Vec<&str> = config.models.keys().map(String::as_str).collect();
-        ApiError::invalid("model", format!("unknown model `{model_name}`; available: {}", known.join(", ")))
+        PlanError::invalid("model", format!("unknown model `{model_name}`; available: {}", known.join(", ")))
     })?;
     let steps = params.steps.unwrap_or(defaults.steps);
     if steps == 0 || steps > limits.max_steps {
-        return Err(ApiError::invalid("steps", format!("must be 1 to {} (got {steps})", limits.max_steps)));
+        return Err(PlanError::invalid("steps", format!("must be 1 to {} (got {steps})", limits.max_steps)));
     }
     let guidance_scale = params.guidance_scale.unwrap_or(defaults.guidance_scale);
     if !(0.0..=50.0).contains(&guidance_scale) {
-        return Err(ApiError::invalid(
+        return Err(PlanError::invalid(
             "guidance_scale",
             format!("must be 0 to 50 (got {guidance_scale}); 7.5 is usual"),
         ));
     }
-    let sampler = params.sampler.clone().unwrap_or_else(|| defaults.sampler.clone());
-    if !SAMPLERS.contains(&sampler.as_str()) {
-        return Err(ApiError::invalid("sampler", format!("`{sampler}` is not one of {}", SAMPLERS.join(", "))));
-    }
-    let karras_sigmas = karras_sigmas(&sampler, params.karras_sigmas, defaults.karras_sigmas)?;
-    let format = params.format.clone().unwrap_or_else(|| defaults.format.clone());
-    if !FORMATS.contains(&format.as_str()) {
-        return Err(ApiError::invalid("format", format!("`{format}` is not one of {}", FORMATS.join(", "))));
-    }
+    let sampler = params.sampler.unwrap_or(defaults.sampler);
+    let karras_sigmas = karras_sigmas(sampler, params.karras_sigmas, defaults.karras_sigmas)?;
+    let format = params.format.unwrap_or(defaults.format);
     let (width, height) = (params.width.unwrap_or(model.width), params.height.unwrap_or(model.height));
     for (field, side) in [("width", width), ("height", height)] {
         if side == 0 || side > limits.max_side || side % model.size_multiple != 0 {
-            return Err(ApiError::invalid(
+            return Err(PlanError::invalid(
                 field,
                 format!(
                     "{side} is not a multiple of {} between {} and {}",
@@ -99,11 +100,14 @@ pub fn plan(
     }
     let upscale = params.upscale.unwrap_or(defaults.upscale && model.has_upscaler);
     if upscale && !model.has_upscaler {
-        return Err(ApiError::invalid("upscale", format!("model `{model_name}` has no upscaler; leave upscale false")));
+        return Err(PlanError::invalid(
+            "upscale",
+            format!("model `{model_name}` has no upscaler; leave upscale false"),
+        ));
     }
     let negative_prompt = params.negative_prompt.clone().unwrap_or_default();
     if negative_prompt.chars().count() > limits.max_prompt_chars {
-        return Err(ApiError::invalid(
+        return Err(PlanError::invalid(
             "negative_prompt",
             format!("longer than {} characters", limits.max_prompt_chars),
         ));
@@ -112,11 +116,11 @@ pub fn plan(
         check_callback_url(url)?;
     }
     if params.deadline_ms.is_some_and(|deadline| deadline <= now_ms()) {
-        return Err(ApiError::invalid("deadline_ms", "is in the past"));
+        return Err(PlanError::invalid("deadline_ms", "is in the past"));
     }
     let total: u64 = prompts.iter().map(|p| u64::from(p.images)).sum();
     if total == 0 || total > u64::from(limits.max_jobs_per_request) {
-        return Err(ApiError::invalid(
+        return Err(PlanError::invalid(
             "images_per_prompt",
             format!("the request asks for {total} images; it must be 1 to {}", limits.max_jobs_per_request),
         ));
@@ -142,10 +146,10 @@ pub fn plan(
                 height,
                 steps,
                 guidance_scale,
-                sampler: sampler.clone(),
+                sampler,
                 karras_sigmas,
                 upscale,
-                format: format.clone(),
+                format,
                 priority,
                 deadline_ms: params.deadline_ms,
                 attempt: 0,
@@ -156,7 +160,7 @@ pub fn plan(
         v: SCHEMA_VERSION,
         id: request_id,
         tenant: tenant.to_owned(),
-        kind: kind.to_owned(),
+        kind,
         prompts: prompts.into_iter().map(|p| p.prompt).collect(),
         job_ids: jobs.iter().map(|j| j.id.clone()).collect(),
         callback_url: params.callback_url.clone(),
@@ -166,13 +170,13 @@ pub fn plan(
 }
 
 /// Checks a prompt's length and that it has text, naming the field.
-pub fn check_prompt(field: &str, prompt: &str, max_chars: usize) -> Result<String, ApiError> {
+pub fn check_prompt(field: &str, prompt: &str, max_chars: usize) -> Result<String, PlanError> {
     let prompt = prompt.trim();
     if prompt.is_empty() {
-        return Err(ApiError::invalid(field, "is empty"));
+        return Err(PlanError::invalid(field, "is empty"));
     }
     if prompt.chars().count() > max_chars {
-        return Err(ApiError::invalid(field, format!("longer than {max_chars} characters")));
+        return Err(PlanError::invalid(field, format!("longer than {max_chars} characters")));
     }
     Ok(prompt.to_owned())
 }
@@ -181,14 +185,16 @@ pub fn check_prompt(field: &str, prompt: &str, max_chars: usize) -> Result<Strin
 /// sigmas to space. Asking for it with a sampler that has none is the client's mistake and named as
 /// such; the default is silently not applied there, so `defaults.karras_sigmas = true` does not
 /// break requests for `pndm`.
-fn karras_sigmas(sampler: &str, requested: Option<bool>, default: Option<bool>) -> Result<Option<bool>, ApiError> {
-    if !KARRAS_SAMPLERS.contains(&sampler) {
+/// The engine refuses the option on samplers without sigmas, so the planner refuses it first,
+/// before anything is queued.
+fn karras_sigmas(sampler: Sampler, requested: Option<bool>, default: Option<bool>) -> Result<Option<bool>, PlanError> {
+    if !sampler.has_sigmas() {
         return match requested {
-            Some(true) => Err(ApiError::invalid(
+            Some(true) => Err(PlanError::invalid(
                 "karras_sigmas",
                 format!(
                     "Karras sigmas apply only to the {} samplers, not `{sampler}`; drop karras_sigmas or pick one of those",
-                    KARRAS_SAMPLERS.join(" and ")
+                    Sampler::ALL.iter().filter(|s| s.has_sigmas()).map(|s| s.name()).collect::<Vec<_>>().join(" and ")
                 ),
             )),
             _ => Ok(None),
@@ -197,10 +203,10 @@ fn karras_sigmas(sampler: &str, requested: Option<bool>, default: Option<bool>) 
     Ok(requested.or(default))
 }
 
-fn check_callback_url(url: &str) -> Result<(), ApiError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::invalid("callback_url", format!("not a URL: {e}")))?;
+fn check_callback_url(url: &str) -> Result<(), PlanError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| PlanError::invalid("callback_url", format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(ApiError::invalid("callback_url", "must be an http:// or https:// URL with a host"));
+        return Err(PlanError::invalid("callback_url", "must be an http:// or https:// URL with a host"));
     }
     Ok(())
 }
@@ -208,7 +214,7 @@ fn check_callback_url(url: &str) -> Result<(), ApiError> {
 /// Records the request (every job queued), then publishes each job with a publisher confirm. If
 /// the broker fails part-way, the jobs that were not published are marked failed, so the request
 /// still ends and nothing waits forever for a job that was never queued.
-pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(), ApiError> {
+pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(), BackendError> {
     let records: Vec<_> = plan.jobs.iter().map(queued_record).collect();
     state.create_request(&plan.record, &records).await?;
     for (index, job) in plan.jobs.iter().enumerate() {
@@ -232,13 +238,13 @@ mod tests {
 
     #[test]
     fn karras_sigmas_follow_the_request_then_the_default_where_the_sampler_has_sigmas() {
-        assert_eq!(karras_sigmas("dpmpp-2m", Some(true), None).unwrap(), Some(true));
-        assert_eq!(karras_sigmas("dpmpp-2m", None, Some(true)).unwrap(), Some(true));
-        assert_eq!(karras_sigmas("euler", Some(false), Some(true)).unwrap(), Some(false));
-        assert_eq!(karras_sigmas("dpmpp-2m", None, None).unwrap(), None);
-        assert_eq!(karras_sigmas("pndm", None, Some(true)).unwrap(), None, "the default skips pndm");
-        assert_eq!(karras_sigmas("ddim", Some(false), None).unwrap(), None);
-        let error = karras_sigmas("pndm", Some(true), None).unwrap_err();
-        assert!(matches!(&error, ApiError::Invalid { field, .. } if field == "karras_sigmas"), "{error:?}");
+        assert_eq!(karras_sigmas(Sampler::DpmSolverMultistep, Some(true), None).unwrap(), Some(true));
+        assert_eq!(karras_sigmas(Sampler::DpmSolverMultistep, None, Some(true)).unwrap(), Some(true));
+        assert_eq!(karras_sigmas(Sampler::Euler, Some(false), Some(true)).unwrap(), Some(false));
+        assert_eq!(karras_sigmas(Sampler::DpmSolverMultistep, None, None).unwrap(), None);
+        assert_eq!(karras_sigmas(Sampler::Pndm, None, Some(true)).unwrap(), None, "the default skips pndm");
+        assert_eq!(karras_sigmas(Sampler::Ddim, Some(false), None).unwrap(), None);
+        let error = karras_sigmas(Sampler::Pndm, Some(true), None).unwrap_err();
+        assert!(matches!(&error, PlanError::Invalid { field, .. } if field == "karras_sigmas"), "{error:?}");
     }
 }

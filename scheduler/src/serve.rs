@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rapid_worker::queue::{AmqpQueue, Queue};
-use rapid_worker::shutdown;
-use rapid_worker::state::{RedisState, StateStore};
-use rapid_worker::storage::{ObjectStore, S3Store};
+use rapid_fleet::queue::{AmqpQueue, Queue};
+use rapid_fleet::shutdown;
+use rapid_fleet::state::{RedisState, StateStore};
+use rapid_fleet::storage::{ObjectStore, S3Store};
 use tokio::sync::watch;
 
 use crate::api::{app, auth::ApiKeys, AppState};

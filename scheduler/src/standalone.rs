@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rapid_engine::runtime::Runtime;
+use rapid_fleet::queue::{MemoryQueue, Queue};
+use rapid_fleet::shutdown;
+use rapid_fleet::state::{MemoryState, StateStore};
+use rapid_fleet::storage::{LocalStore, ObjectStore};
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
-use rapid_worker::queue::{MemoryQueue, Queue};
 use rapid_worker::runner::Engines;
-use rapid_worker::shutdown;
-use rapid_worker::state::{MemoryState, StateStore};
-use rapid_worker::storage::{LocalStore, ObjectStore};
 use tokio::sync::watch;
 
 use crate::api::app;

@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rapid_engine::pipeline::Progress;
-use rapid_proto::{Event, EventKind, Job, JobRecord, JobStatus, RequestFinished, RequestRecord, SCHEMA_VERSION};
+use rapid_proto::{EventKind, Job, JobRecord, JobStatus, RequestRecord};
 use sha2::Digest;
 use tracing::Instrument;
 
-use crate::queue::{priority_level, Delivery, Queue, QueueError, Topic};
+use rapid_fleet::jobs::{event, final_event, notify_if_request_done, queued_record, BackendError};
+use rapid_fleet::queue::{priority_level, Delivery, Queue, Topic};
+use rapid_fleet::state::{now_ms, StateError, StateStore};
+use rapid_fleet::storage::{image_key, Object, ObjectStore};
+
 use crate::runner::{batch_key, group_by_key, Engines, JobError, RenderedImage};
-use crate::state::{now_ms, StateError, StateStore};
-use crate::storage::{image_key, Object, ObjectStore};
 
 /// How a worker treats failures, shutdown and progress.
 #[derive(Debug, Clone)]
@@ -47,15 +49,6 @@ impl From<&crate::config::WorkerConfig> for ConsumerOptions {
     }
 }
 
-/// Errors that stop the loop: the broker or Redis went away. Job failures never do.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
 #[derive(Clone)]
 pub struct JobConsumer {
     pub queue: Queue,
@@ -83,7 +76,7 @@ struct Admitted {
 impl JobConsumer {
     /// Consumes until `shutdown` resolves, then stops taking work, lets the jobs in hand finish
     /// within the grace period (or requeues them), and returns.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), BackendError> {
         // A batch is made of unacknowledged deliveries, so the broker must hand out at least that many.
         let prefetch = self.options.prefetch.max(u16::try_from(self.options.max_batch).unwrap_or(u16::MAX));
         let mut consumer = self.queue.consume(Topic::Jobs, prefetch).await?;
@@ -128,7 +121,7 @@ impl JobConsumer {
     }
 
     /// Decodes the deliveries, groups the jobs that can share U-Net calls, and runs each group.
-    async fn handle(&self, deliveries: Vec<Delivery>, abort: Arc<AtomicBool>) -> Result<(), ConsumerError> {
+    async fn handle(&self, deliveries: Vec<Delivery>, abort: Arc<AtomicBool>) -> Result<(), BackendError> {
         let mut jobs = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let job: Job = match rapid_proto::decode(delivery.body()) {
@@ -141,7 +134,6 @@ impl JobConsumer {
             };
             jobs.push((delivery, job));
         }
-        // A job whose parameters do not parse gets a group of its own and fails there.
         for group in group_by_key(jobs, |(_, job)| batch_key(job)) {
             if abort.load(Ordering::Relaxed) {
                 // Shutdown ran out of grace before this group started: hand it back untouched.
@@ -155,7 +147,7 @@ impl JobConsumer {
         Ok(())
     }
 
-    async fn handle_group(&self, group: Vec<(Delivery, Job)>, abort: &Arc<AtomicBool>) -> Result<(), ConsumerError> {
+    async fn handle_group(&self, group: Vec<(Delivery, Job)>, abort: &Arc<AtomicBool>) -> Result<(), BackendError> {
         let mut admitted = Vec::with_capacity(group.len());
         for (delivery, job) in group {
             match self.admit(&job, delivery.redelivered()).instrument(job_span(&job)).await {
@@ -178,13 +170,13 @@ impl JobConsumer {
     }
 
     /// Acknowledges or requeues a delivery by what became of its job.
-    async fn settle(&self, delivery: Delivery, outcome: Result<Outcome, ConsumerError>) -> Result<(), ConsumerError> {
+    async fn settle(&self, delivery: Delivery, outcome: Result<Outcome, BackendError>) -> Result<(), BackendError> {
         match outcome {
             Ok(Outcome::Done) => delivery.ack().await?,
             Ok(Outcome::Requeue) => delivery.requeue().await?,
             // A record this build cannot read will not become readable on a retry; the job goes
             // to the dead-letter queue with the reason instead of stopping the worker.
-            Err(ConsumerError::State(e @ StateError::Corrupt { .. })) => {
+            Err(BackendError::State(e @ StateError::Corrupt { .. })) => {
                 self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
                 delivery.ack().await?;
             }
@@ -197,7 +189,7 @@ impl JobConsumer {
     /// Decides from the stored state whether the job runs, and if so marks it running and returns
     /// its request and record. `None`: nothing to run (duplicate, cancelled, expired, unknown
     /// request), and what that means is already written; the delivery can be acknowledged.
-    async fn admit(&self, job: &Job, redelivered: bool) -> Result<Option<(RequestRecord, JobRecord)>, ConsumerError> {
+    async fn admit(&self, job: &Job, redelivered: bool) -> Result<Option<(RequestRecord, JobRecord)>, BackendError> {
         let Some(request) = self.state.request(&job.request_id).await? else {
             let reason =
                 format!("request {} is unknown to the state store (expired or never accepted)", job.request_id);
@@ -241,7 +233,7 @@ impl JobConsumer {
         mut record: JobRecord,
         rendered: Result<RenderedImage, JobError>,
         abort: &Arc<AtomicBool>,
-    ) -> Result<Outcome, ConsumerError> {
+    ) -> Result<Outcome, BackendError> {
         let result = match rendered {
             Ok(image) => self.upload(job, &image).await.map(|images| (image, images)),
             Err(e) => Err(e),
@@ -281,7 +273,7 @@ impl JobConsumer {
         &self,
         admitted: &mut [Admitted],
         abort: &Arc<AtomicBool>,
-    ) -> Result<Vec<Result<RenderedImage, JobError>>, ConsumerError> {
+    ) -> Result<Vec<Result<RenderedImage, JobError>>, BackendError> {
         let count = admitted.len();
         let cancelled: Arc<Vec<AtomicBool>> = Arc::new((0..count).map(|_| AtomicBool::new(false)).collect());
         let (progress_tx, progress_rx) = tokio::sync::watch::channel(vec![None::<Progress>; count]);
@@ -369,7 +361,7 @@ impl JobConsumer {
         job: &Job,
         mut record: JobRecord,
         reason: String,
-    ) -> Result<Outcome, ConsumerError> {
+    ) -> Result<Outcome, BackendError> {
         record.error = Some(reason.clone());
         let next_attempt = job.attempt + 1;
         if next_attempt >= self.options.max_attempts {
@@ -398,7 +390,7 @@ impl JobConsumer {
         request: &RequestRecord,
         mut record: JobRecord,
         status: JobStatus,
-    ) -> Result<Outcome, ConsumerError> {
+    ) -> Result<Outcome, BackendError> {
         record.status = status;
         record.updated_ms = now_ms();
         self.state.put_job(&record).await?;
@@ -406,76 +398,6 @@ impl JobConsumer {
         tracing::info!(?status, "job finished");
         notify_if_request_done(&self.state, &self.queue, request, &record.id).await?;
         Ok(Outcome::Done)
-    }
-}
-
-/// Records a job's end; when it was the request's last, queues the client's callback (if any).
-/// Shared by workers (a job ran) and the scheduler (a cancel ended queued jobs).
-pub async fn notify_if_request_done(
-    state: &StateStore,
-    queue: &Queue,
-    request: &RequestRecord,
-    job_id: &str,
-) -> Result<(), ConsumerError> {
-    if state.finish_job(request, job_id).await? {
-        tracing::info!(request = %request.id, "request finished");
-        if let Some(callback_url) = &request.callback_url {
-            let message = RequestFinished {
-                v: SCHEMA_VERSION,
-                request_id: request.id.clone(),
-                tenant: request.tenant.clone(),
-                callback_url: callback_url.clone(),
-                attempt: 0,
-            };
-            queue.publish(Topic::Callbacks, &rapid_proto::encode(&message), 5).await?;
-        }
-    }
-    Ok(())
-}
-
-/// An event about the job `record` describes, stamped now.
-pub fn event(record: &JobRecord, kind: EventKind) -> Event {
-    Event {
-        v: SCHEMA_VERSION,
-        job_id: record.id.clone(),
-        request_id: record.request_id.clone(),
-        at_ms: now_ms(),
-        kind,
-        timings_ms: Vec::new(),
-    }
-}
-
-/// The event that ends a job, from its final record.
-pub fn final_event(record: &JobRecord) -> Event {
-    let kind = match record.status {
-        JobStatus::Succeeded => {
-            EventKind::Succeeded { images: record.images.clone(), entities: record.entities.clone() }
-        }
-        JobStatus::Cancelled => EventKind::Cancelled,
-        _ => EventKind::Failed { reason: record.error.clone().unwrap_or_default(), retryable: false },
-    };
-    Event { timings_ms: record.timings_ms.clone(), ..event(record, kind) }
-}
-
-/// The record a job has before any worker touched it.
-pub fn queued_record(job: &Job) -> JobRecord {
-    JobRecord {
-        v: SCHEMA_VERSION,
-        id: job.id.clone(),
-        request_id: job.request_id.clone(),
-        prompt: job.prompt.clone(),
-        seed: job.seed,
-        status: JobStatus::Queued,
-        step: 0,
-        total_steps: 0,
-        attempts: 0,
-        error: None,
-        images: Vec::new(),
-        timings_ms: Vec::new(),
-        entities: Vec::new(),
-        batch_size: None,
-        started_ms: None,
-        updated_ms: now_ms(),
     }
 }
 

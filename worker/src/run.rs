@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use rapid_engine::runtime::Runtime;
-use rapid_worker::config::{self, WorkerFile};
+use rapid_fleet::config;
+use rapid_fleet::queue::{AmqpQueue, Queue};
+use rapid_fleet::state::{RedisState, StateStore};
+use rapid_fleet::storage::{ObjectStore, S3Store};
+use rapid_worker::config::WorkerFile;
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
-use rapid_worker::queue::{AmqpQueue, Queue};
 use rapid_worker::runner::Engines;
-use rapid_worker::state::{RedisState, StateStore};
-use rapid_worker::storage::{ObjectStore, S3Store};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -46,7 +47,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             options: ConsumerOptions::from(&file.worker),
         };
         tracing::info!("waiting for jobs");
-        consumer.run(rapid_worker::shutdown::signal()).await?;
+        consumer.run(rapid_fleet::shutdown::signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

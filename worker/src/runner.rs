@@ -13,7 +13,7 @@ use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::pipeline::{BatchKey, Generated, GenerationRequest, Pipeline, Progress};
 use rapid_engine::runtime::Runtime;
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
-use rapid_proto::Job;
+use rapid_proto::{ImageFormat, Job, Sampler};
 
 use crate::config::WorkerConfig;
 
@@ -129,12 +129,12 @@ impl Engines {
         let mut results: Vec<Option<Result<RenderedImage, JobError>>> = jobs.iter().map(|_| None).collect();
         let mut runnable = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
-            match self.check(job).and_then(|()| generation_request(job)) {
-                Ok(request) => runnable.push((index, GenerationRequest { tiling: self.tiling, ..request })),
+            match self.check(job) {
+                Ok(()) => runnable.push((index, GenerationRequest { tiling: self.tiling, ..generation_request(job) })),
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        let groups = group_by_key(runnable, |(index, request)| Some((&jobs[*index].model, BatchKey::of(request))));
+        let groups = group_by_key(runnable, |(index, request)| (&jobs[*index].model, BatchKey::of(request)));
         for group in groups {
             let (indices, requests): (Vec<usize>, Vec<GenerationRequest>) = group.into_iter().unzip();
             let pipeline = self.pipelines.get_mut(&jobs[indices[0]].model).expect("checked above");
@@ -159,13 +159,13 @@ impl Engines {
 /// Model and engine batch key: jobs equal in both can share U-Net calls.
 type BatchGroupKey = (String, BatchKey);
 
-/// Groups items with equal keys, groups and members in first-seen order; an item without a key
-/// is a group of its own. Linear search over `PartialEq` keys: a batch holds a handful of jobs.
-pub fn group_by_key<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> Option<K>) -> Vec<Vec<T>> {
-    let mut groups: Vec<(Option<K>, Vec<T>)> = Vec::new();
+/// Groups items with equal keys, groups and members in first-seen order. Linear search over
+/// `PartialEq` keys: a batch holds a handful of jobs.
+pub fn group_by_key<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+    let mut groups: Vec<(K, Vec<T>)> = Vec::new();
     for item in items {
         let item_key = key(&item);
-        match groups.iter_mut().find(|(k, _)| k.is_some() && *k == item_key) {
+        match groups.iter_mut().find(|(k, _)| *k == item_key) {
             Some((_, group)) => group.push(item),
             None => groups.push((item_key, vec![item])),
         }
@@ -173,24 +173,39 @@ pub fn group_by_key<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> Option<K
     groups.into_iter().map(|(_, group)| group).collect()
 }
 
-/// The key under which [`Engines::run_batch`] groups a job, or `None` for a job whose parameters
-/// do not parse (it runs alone and fails with the reason).
-pub fn batch_key(job: &Job) -> Option<BatchGroupKey> {
-    generation_request(job).ok().map(|request| (job.model.clone(), BatchKey::of(&request)))
+/// The key under which [`Engines::run_batch`] groups a job.
+pub fn batch_key(job: &Job) -> BatchGroupKey {
+    (job.model.clone(), BatchKey::of(&generation_request(job)))
 }
 
-fn generation_request(job: &Job) -> Result<GenerationRequest, JobError> {
-    let sampler: SamplerKind = job
-        .sampler
-        .parse()
-        .map_err(|e: rapid_engine::samplers::SamplerError| JobError::Permanent(format!("sampler: {e}")))?;
-    Ok(GenerationRequest {
+/// The engine's sampler for a job's. The engine keeps its own enum (it knows nothing of the wire
+/// types); the match is exhaustive, so a sampler added on one side only does not compile.
+fn sampler_kind(sampler: Sampler) -> SamplerKind {
+    match sampler {
+        Sampler::Pndm => SamplerKind::Pndm,
+        Sampler::Ddim => SamplerKind::Ddim,
+        Sampler::Euler => SamplerKind::Euler,
+        Sampler::EulerAncestral => SamplerKind::EulerAncestral,
+        Sampler::DpmSolverMultistep => SamplerKind::DpmSolverMultistep,
+    }
+}
+
+fn output_format(format: ImageFormat) -> OutputFormat {
+    match format {
+        ImageFormat::Png => OutputFormat::Png,
+        ImageFormat::Jpeg => OutputFormat::Jpeg,
+        ImageFormat::Webp => OutputFormat::Webp,
+    }
+}
+
+fn generation_request(job: &Job) -> GenerationRequest {
+    GenerationRequest {
         prompt: job.prompt.clone(),
         negative_prompt: job.negative_prompt.clone(),
         seed: job.seed,
         steps: job.steps as usize,
         guidance_scale: job.guidance_scale,
-        sampler,
+        sampler: sampler_kind(job.sampler),
         sampler_options: SamplerOptions { karras_sigmas: job.karras_sigmas },
         width: Some(job.width as usize),
         height: Some(job.height as usize),
@@ -198,20 +213,17 @@ fn generation_request(job: &Job) -> Result<GenerationRequest, JobError> {
         upscale: job.upscale,
         // The worker's configuration, not the job, decides this: `Engines` sets it before running.
         tiling: Default::default(),
-    })
+    }
 }
 
 /// Marks and encodes one generated image as the job asks.
 fn render(job: &Job, generated: &Generated) -> Result<RenderedImage, JobError> {
-    let format: OutputFormat = job
-        .format
-        .parse()
-        .map_err(|e: rapid_engine::marking::MarkingError| JobError::Permanent(format!("format: {e}")))?;
+    let format = output_format(job.format);
     let provenance = Provenance {
         model: job.model.clone(),
         seed: job.seed,
         steps: job.steps,
-        sampler: job.sampler.clone(),
+        sampler: job.sampler.name().to_owned(),
         prompt: job.prompt.clone(),
         negative_prompt: job.negative_prompt.clone(),
         extra: [("guidance_scale".to_owned(), job.guidance_scale.to_string()), ("job_id".to_owned(), job.id.clone())]

@@ -1,5 +1,7 @@
 //! An in-process queue for standalone mode: per topic, a priority heap (FIFO within a priority)
 //! and a notifier. Dead letters are kept and logged; delayed messages are re-published by a timer.
+//! Deliveries taken but not yet acknowledged or requeued are counted, so a test can tell a job that
+//! was settled from one that was dropped.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,6 +24,7 @@ pub struct MemoryQueue {
 struct Inner {
     topics: Mutex<HashMap<Topic, Waiting>>,
     dead: Mutex<Vec<(Topic, Vec<u8>, String)>>,
+    unacknowledged: Mutex<HashMap<Topic, u32>>,
     sequence: std::sync::atomic::AtomicU64,
     arrived: Notify,
 }
@@ -58,6 +61,15 @@ impl MemoryQueue {
         self.inner.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Deliveries of `topic` handed out and neither acknowledged nor requeued yet.
+    pub fn unacknowledged(&self, topic: Topic) -> u32 {
+        self.unacknowledged_counts().get(&topic).copied().unwrap_or(0)
+    }
+
+    fn unacknowledged_counts(&self) -> MutexGuard<'_, HashMap<Topic, u32>> {
+        self.inner.unacknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(super) fn depth(&self, topic: Topic) -> u32 {
         self.topics().get(&topic).map_or(0, |heap| heap.len() as u32)
     }
@@ -67,7 +79,17 @@ impl MemoryQueue {
     }
 
     fn pop(&self, topic: Topic) -> Option<(u8, Vec<u8>)> {
-        self.topics().get_mut(&topic).and_then(BinaryHeap::pop).map(|(priority, _, body)| (priority, body))
+        let popped = self.topics().get_mut(&topic).and_then(BinaryHeap::pop);
+        popped.map(|(priority, _, body)| {
+            *self.unacknowledged_counts().entry(topic).or_default() += 1;
+            (priority, body)
+        })
+    }
+
+    fn settled(&self, topic: Topic) {
+        if let Some(count) = self.unacknowledged_counts().get_mut(&topic) {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 
@@ -105,7 +127,12 @@ pub struct MemoryDelivery {
 }
 
 impl MemoryDelivery {
+    pub(super) fn ack(self) {
+        self.queue.settled(self.topic);
+    }
+
     pub(super) fn requeue(self) {
+        self.queue.settled(self.topic);
         self.queue.publish(self.topic, self.body, self.priority);
     }
 }

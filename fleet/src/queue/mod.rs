@@ -163,7 +163,10 @@ impl Delivery {
     pub async fn ack(self) -> Result<(), QueueError> {
         match self {
             Self::Amqp(d) => Ok(d.ack(lapin::options::BasicAckOptions::default()).await?),
-            Self::Memory(_) => Ok(()),
+            Self::Memory(d) => {
+                d.ack();
+                Ok(())
+            }
         }
     }
 

@@ -66,14 +66,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<rapid_worker::state::StateError> for ApiError {
-    fn from(error: rapid_worker::state::StateError) -> Self {
+impl From<crate::planner::PlanError> for ApiError {
+    fn from(error: crate::planner::PlanError) -> Self {
+        match error {
+            crate::planner::PlanError::Invalid { field, message } => Self::Invalid { field, message },
+        }
+    }
+}
+
+impl From<rapid_fleet::jobs::BackendError> for ApiError {
+    fn from(error: rapid_fleet::jobs::BackendError) -> Self {
         Self::Unavailable(error.to_string())
     }
 }
 
-impl From<rapid_worker::queue::QueueError> for ApiError {
-    fn from(error: rapid_worker::queue::QueueError) -> Self {
+impl From<rapid_fleet::state::StateError> for ApiError {
+    fn from(error: rapid_fleet::state::StateError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl From<rapid_fleet::queue::QueueError> for ApiError {
+    fn from(error: rapid_fleet::queue::QueueError) -> Self {
         Self::Unavailable(error.to_string())
     }
 }

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use rapid_worker::queue::Topic;
+use rapid_fleet::queue::Topic;
 
 use super::AppState;
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
-use rapid_worker::queue::Queue;
-use rapid_worker::state::StateStore;
-use rapid_worker::storage::ObjectStore;
+use rapid_fleet::queue::Queue;
+use rapid_fleet::state::StateStore;
+use rapid_fleet::storage::ObjectStore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;

@@ -2,9 +2,9 @@
 
 use axum::extract::{Path, State};
 use axum::Extension;
+use rapid_fleet::jobs::{final_event, notify_if_request_done};
+use rapid_fleet::state::now_ms;
 use rapid_proto::{JobRecord, JobStatus, RequestRecord};
-use rapid_worker::consumer::{final_event, notify_if_request_done};
-use rapid_worker::state::now_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -189,7 +189,7 @@ pub async fn view(state: &AppState, request: &RequestRecord) -> Result<RequestVi
     };
     Ok(RequestView {
         request_id: request.id.clone(),
-        kind: request.kind.clone(),
+        kind: request.kind.name().to_owned(),
         status: aggregate(jobs.iter().map(|j| j.status)),
         progress,
         prompts: request.prompts.clone(),

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
-use rapid_proto::Priority;
+use rapid_proto::{ImageFormat, Priority, RequestKind, Sampler};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -32,7 +32,8 @@ macro_rules! submission_body {
             /// Classifier-free guidance weight, 0 to 50.
             pub guidance_scale: Option<f32>,
             /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
-            pub sampler: Option<String>,
+            #[schema(value_type = Option<String>)]
+            pub sampler: Option<Sampler>,
             /// Karras sigma spacing, for `euler` and `dpmpp-2m` only; absent = the model's
             /// scheduler config (or `scheduler.defaults.karras_sigmas`). `dpmpp-2m` with Karras
             /// sigmas at 20 steps is close to 50 PNDM steps in about half the time.
@@ -45,7 +46,8 @@ macro_rules! submission_body {
             /// ESRGAN ×4 after decoding.
             pub upscale: Option<bool>,
             /// `png`, `jpeg` or `webp`.
-            pub format: Option<String>,
+            #[schema(value_type = Option<String>)]
+            pub format: Option<ImageFormat>,
             /// `interactive` (served first) or `batch`.
             #[schema(value_type = Option<String>)]
             pub priority: Option<Priority>,
@@ -62,13 +64,13 @@ macro_rules! submission_body {
                     negative_prompt: self.negative_prompt.clone(),
                     steps: self.steps,
                     guidance_scale: self.guidance_scale,
-                    sampler: self.sampler.clone(),
+                    sampler: self.sampler,
                     karras_sigmas: self.karras_sigmas,
                     seed: self.seed,
                     width: self.width,
                     height: self.height,
                     upscale: self.upscale,
-                    format: self.format.clone(),
+                    format: self.format,
                     priority: self.priority,
                     callback_url: self.callback_url.clone(),
                     deadline_ms: self.deadline_ms,
@@ -187,7 +189,7 @@ pub async fn generations(
         .enumerate()
         .map(|(i, p)| Ok(PromptImages { prompt: check_prompt(&format!("prompts[{i}]"), p, max_chars)?, images }))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    submit(&state, &tenant, "generation", prompts, &body.params(), Priority::Interactive).await
+    submit(&state, &tenant, RequestKind::Generation, prompts, &body.params(), Priority::Interactive).await
 }
 
 #[utoipa::path(post, path = "/v1/fashion/designs", request_body = FashionBody, security(("bearer" = [])),
@@ -214,7 +216,7 @@ pub async fn fashion_designs(
         .fashion(&keywords, body.prompts.unwrap_or(4), language, seed)
         .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
     let prompts = prompts.into_iter().map(|prompt| PromptImages { prompt, images }).collect();
-    submit(&state, &tenant, "fashion_design", prompts, &params, Priority::Interactive).await
+    submit(&state, &tenant, RequestKind::FashionDesign, prompts, &params, Priority::Interactive).await
 }
 
 #[utoipa::path(post, path = "/v1/cuisine/menus", request_body = CuisineBody, security(("bearer" = [])),
@@ -241,7 +243,7 @@ pub async fn cuisine_menus(
         .cuisine(&dishes, language, body.seed.unwrap_or(0))
         .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
     let prompts = prompts.into_iter().map(|prompt| PromptImages { prompt, images }).collect();
-    submit(&state, &tenant, "cuisine_menu", prompts, &params, Priority::Batch).await
+    submit(&state, &tenant, RequestKind::CuisineMenu, prompts, &params, Priority::Batch).await
 }
 
 fn images_per(field: &str, value: Option<u32>, state: &AppState) -> Result<u32, ApiError> {
@@ -255,15 +257,15 @@ fn images_per(field: &str, value: Option<u32>, state: &AppState) -> Result<u32, 
 async fn submit(
     state: &AppState,
     tenant: &str,
-    kind: &str,
+    kind: RequestKind,
     prompts: Vec<PromptImages>,
     params: &GenerationParams,
     default_priority: Priority,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
     let plan = planner::plan(&state.config, tenant, kind, prompts, params, default_priority)?;
     planner::enqueue(&state.state, &state.queue, &plan).await?;
-    state.metrics.accepted(kind, plan.jobs.len());
-    tracing::info!(request = %plan.record.id, tenant, kind, jobs = plan.jobs.len(), "request accepted");
+    state.metrics.accepted(kind.name(), plan.jobs.len());
+    tracing::info!(request = %plan.record.id, tenant, %kind, jobs = plan.jobs.len(), "request accepted");
     let accepted = Accepted {
         status_url: format!("/v1/requests/{}", plan.record.id),
         request_id: plan.record.id.clone(),
