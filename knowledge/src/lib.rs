@@ -7,10 +7,11 @@
 //! computes what, never the result. This costs a sort per batch and buys byte-identical vectors on any machine
 //! with the same binary, which lets the worker's fixtures and the benchmark be reproduced exactly.
 //!
-//! Data flow: `graph` (TSV → ids, `split` for one-file input) → `train` (uses `sampling`, `model`, `optim`,
+//! Data flow: `graph` (TSV → ids) → `dataset` (`split` for one-file input) → `train` (uses `sampling`, `model`, `optim`,
 //! `rng`) → `eval` (filtered ranks) → `output` (vectors, names, metrics). The crate knows nothing about the
 //! text encoder or the worker: it writes files, the worker reads them.
 
+pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod graph;

@@ -14,8 +14,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use rapid_knowledge::dataset::Dataset;
 use rapid_knowledge::eval::{self, Filter, RankMetrics};
-use rapid_knowledge::graph::Dataset;
 use rapid_knowledge::model::Norm;
 use rapid_knowledge::output::{self, DataSummary, EpochMetrics, Report, Settings};
 use rapid_knowledge::sampling::Corruption;

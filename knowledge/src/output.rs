@@ -10,9 +10,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::eval::RankMetrics;
-use crate::graph::Dataset;
 use crate::model::{Table, TransE};
 use crate::train::TrainConfig;
 
@@ -191,7 +191,8 @@ fn write_vectors(path: &Path, table: &Table) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Triple, Unseen, Vocab};
+    use crate::dataset::Unseen;
+    use crate::graph::{Triple, Vocab};
     use crate::model::Norm;
     use crate::sampling::Corruption;
     use ndarray::Array2;

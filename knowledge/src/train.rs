@@ -10,9 +10,10 @@
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::eval::{self, Filter, RankMetrics};
-use crate::graph::{Dataset, Triple};
+use crate::graph::Triple;
 use crate::model::{self, Norm, Table, TransE};
 use crate::optim::{Adam, Moments, Step};
 use crate::rng::{self, Purpose};
@@ -268,7 +269,8 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Unseen, Vocab};
+    use crate::dataset::Unseen;
+    use crate::graph::Vocab;
 
     /// 16 groups of three entities p_i, a_i, b_i with (p_i, r, a_i), (p_i, s, b_i), (a_i, q, b_i): 48 entities,
     /// 3 relations. A third of the q links are held out; TransE can recover them by composition (a_i = p_i + r,
