@@ -6,7 +6,7 @@
 #   .venv/                 Python for the test helpers (invisible-watermark's reference decoder)
 #   .cache/onnxruntime/    the ONNX Runtime shared library, taken from the PyPI wheel
 # The engine looks for the library in .cache/onnxruntime/<flavour>/ by default (see
-# worker/engine/src/runtime.rs), so nothing has to be exported by hand.
+# worker/engine/src/runtime/mod.rs), so nothing has to be exported by hand.
 set -euo pipefail
 
 ORT_VERSION=1.31.1

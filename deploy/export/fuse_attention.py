@@ -5,7 +5,7 @@ block instead of the MatMul → Softmax → MatMul chain `torch.onnx.export` wri
 
 - `--fused ort`:   `com.microsoft.MultiHeadAttention`, ONNX Runtime's own fused kernel (CPU and CUDA);
 - `--fused rapid`: `ai.rapid.FlashAttention`, the project's kernel, registered by the engine in every
-                   session (contract: `worker/engine/src/attention/mod.rs`).
+                   session (contract: `worker/engine/src/custom_ops/attention/mod.rs`).
 
 Both nodes take the projections as the Linear layers write them, query [B, Lq, H·D], key [B, Lk, H·D],
 value [B, Lk, H·Dv], with attributes `num_heads` and `scale`, and give [B, Lq, H·Dv]; so the two

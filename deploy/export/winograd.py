@@ -2,7 +2,7 @@
 
 Makes a copy of a model directory whose U-Net runs its larger 3×3 convolutions as
 `ai.rapid::WinogradConv` (F(4×4, 3×3): 4× fewer multiplications than the direct form; contract and
-kernel: `worker/engine/src/winograd/`), registered by the engine in every session.
+kernel: `worker/engine/src/custom_ops/winograd/`), registered by the engine in every session.
 
 A `Conv` node is rewritten when it is a plain 3×3 convolution (strides 1, pads 1, dilations 1,
 group 1) whose weight and bias are stored initializers, and its feature map is at least

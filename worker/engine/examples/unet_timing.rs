@@ -20,9 +20,9 @@ use std::time::Instant;
 use ndarray::{Array3, Array4};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use rapid_engine::custom_ops::winograd::KERNEL_VARIABLE;
 use rapid_engine::parts::unet::Unet;
 use rapid_engine::runtime::{Runtime, RuntimeOptions};
-use rapid_engine::winograd::KERNEL_VARIABLE;
 
 struct Options {
     threads: usize,

@@ -7,12 +7,12 @@
 //! the op uses exactly the session's threads.
 //!
 //! The scratch buffers (V and M, `cpu::Workspace`) belong to the operator, not to a node: one
-//! registration serves one session (`crate::operators::domain` is called per session), whose nodes
+//! registration serves one session (`crate::custom_ops::domain` is called per session), whose nodes
 //! run one after another, so they take turns with one workspace sized for the largest node instead
 //! of each keeping its own (about 0.26 GB over Table 6's 24 nodes at batch 2). A node that runs
 //! while another holds the workspace (a parallel execution mode) gets a second one.
 //!
-//! No shape inference, for the reason given in `crate::attention::op`: the output's shape is known
+//! No shape inference, for the reason given in `crate::custom_ops::attention::op`: the output's shape is known
 //! at run time.
 
 use std::sync::{Arc, Mutex, PoisonError};

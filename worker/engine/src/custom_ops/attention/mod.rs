@@ -32,7 +32,7 @@ pub mod op;
 mod reference;
 mod softmax;
 
-/// The operator's name in the `ai.rapid` domain (`crate::operators`), as the rewritten graphs
+/// The operator's name in the `ai.rapid` domain (`crate::custom_ops`), as the rewritten graphs
 /// spell it.
 pub const OP_NAME: &str = "FlashAttention";
 
@@ -154,7 +154,7 @@ impl<'a> AttentionInputs<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum AttentionError {
     #[error(
-        "FlashAttention `{input}` {reason}; the node must follow the contract in rapid_engine::attention \
+        "FlashAttention `{input}` {reason}; the node must follow the contract in rapid_engine::custom_ops::attention \
          (rewrite the model again with deploy/export/fuse_attention.py)"
     )]
     BadInput { input: &'static str, reason: String },

@@ -99,7 +99,7 @@ impl ConvShape {
 #[derive(Debug, thiserror::Error)]
 pub enum WinogradError {
     #[error(
-        "WinogradConv `{input}` {reason}; the node must follow the contract in rapid_engine::winograd \
+        "WinogradConv `{input}` {reason}; the node must follow the contract in rapid_engine::custom_ops::winograd \
          (rewrite the model again with deploy/export/winograd.py)"
     )]
     BadInput { input: &'static str, reason: String },

@@ -170,8 +170,8 @@ fn gemm(alpha: f32, a: &Matrix, b: &Matrix, beta: f32, c: &mut MatrixMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::reference::{max_abs_diff, naive_attention, random_tensor};
-    use crate::attention::AttentionShape;
+    use crate::custom_ops::attention::reference::{max_abs_diff, naive_attention, random_tensor};
+    use crate::custom_ops::attention::AttentionShape;
 
     fn check(shape: AttentionShape, scale: f32) {
         let query = random_tensor(shape.query_elements(), 1);

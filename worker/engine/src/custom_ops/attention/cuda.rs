@@ -120,8 +120,8 @@ impl CudaAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::reference::{max_abs_diff, naive_attention, random_tensor};
-    use crate::attention::{cpu, AttentionShape};
+    use crate::custom_ops::attention::reference::{max_abs_diff, naive_attention, random_tensor};
+    use crate::custom_ops::attention::{cpu, AttentionShape};
 
     /// The GPU when this machine has a CUDA driver; `None` (after saying so) when it has none, the
     /// only reason these tests may skip. Any other failure is a test failure.
