@@ -5,6 +5,7 @@ pub mod api;
 pub mod callbacks;
 pub mod config;
 pub mod metrics;
+pub mod params;
 pub mod planner;
 pub mod prompts;
 pub mod serve;

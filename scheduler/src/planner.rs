@@ -7,9 +7,10 @@ use rand::Rng;
 use rapid_fleet::jobs::{final_event, notify_if_request_done, queued_record, BackendError};
 use rapid_fleet::queue::{priority_level, Queue, Topic};
 use rapid_fleet::state::{now_ms, StateStore};
-use rapid_proto::{ImageFormat, Job, Priority, RequestKind, RequestRecord, Sampler, SCHEMA_VERSION};
+use rapid_proto::{Job, Priority, RequestKind, RequestRecord, Sampler, SCHEMA_VERSION};
 
 use crate::config::SchedulerConfig;
+use crate::params::GenerationParams;
 
 /// Why a request cannot be planned. The HTTP layer maps it to its own error shape.
 #[derive(Debug, thiserror::Error)]
@@ -23,26 +24,6 @@ impl PlanError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid { field: field.into(), message: message.into() }
     }
-}
-
-/// Generation parameters every submission endpoint takes (`api::submit` declares them as body
-/// fields); absent ones come from the configuration's `scheduler.defaults` and the model's size.
-#[derive(Debug, Clone, Default)]
-pub struct GenerationParams {
-    pub model: Option<String>,
-    pub negative_prompt: Option<String>,
-    pub steps: Option<u32>,
-    pub guidance_scale: Option<f32>,
-    pub sampler: Option<Sampler>,
-    pub karras_sigmas: Option<bool>,
-    pub seed: Option<u64>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub upscale: Option<bool>,
-    pub format: Option<ImageFormat>,
-    pub priority: Option<Priority>,
-    pub callback_url: Option<String>,
-    pub deadline_ms: Option<u64>,
 }
 
 /// A validated request, ready to be recorded and published.

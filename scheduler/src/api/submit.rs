@@ -11,76 +11,37 @@ use utoipa::ToSchema;
 use super::auth::Tenant;
 use super::error::{ApiError, ErrorBody, Json};
 use super::AppState;
-use crate::planner::{self, check_prompt, GenerationParams, PromptImages};
+use crate::params::{with_generation_params, GenerationParams};
+use crate::planner::{self, check_prompt, PromptImages};
 use crate::prompts::{Dish, FashionKeywords, Language};
 
 /// Declares a submission body: the endpoint's own fields plus the generation parameters every
-/// endpoint takes, as flat JSON fields. A macro rather than `#[serde(flatten)]`, because flatten
-/// defeats `deny_unknown_fields` and hides the path of a bad field from the error message.
+/// endpoint takes (handed over by [`with_generation_params`]), as flat JSON fields, and `params()`,
+/// which picks the latter out for the planner.
 macro_rules! submission_body {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)* }) => {
+    (
+        $(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)* }
+        { $($(#[$param_meta:meta])* $param:ident: $param_type:ty,)* }
+    ) => {
         $(#[$meta])*
         #[derive(Debug, Deserialize, ToSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$field_meta])* pub $field: $type,)*
-            /// A model name from the configuration; default `scheduler.default_model`.
-            pub model: Option<String>,
-            pub negative_prompt: Option<String>,
-            /// Denoising steps (1 to `limits.max_steps`).
-            pub steps: Option<u32>,
-            /// Classifier-free guidance weight, 0 to 50.
-            pub guidance_scale: Option<f32>,
-            /// `pndm`, `ddim`, `euler`, `euler-a` or `dpmpp-2m`.
-            #[schema(value_type = Option<String>)]
-            pub sampler: Option<Sampler>,
-            /// Karras sigma spacing, for `euler` and `dpmpp-2m` only; absent = the model's
-            /// scheduler config (or `scheduler.defaults.karras_sigmas`). `dpmpp-2m` with Karras
-            /// sigmas at 20 steps is close to 50 PNDM steps in about half the time.
-            pub karras_sigmas: Option<bool>,
-            /// Seed of the first image; image n gets seed + n. Random when absent.
-            pub seed: Option<u64>,
-            /// Size before upscaling, a multiple of the model's `size_multiple`.
-            pub width: Option<u32>,
-            pub height: Option<u32>,
-            /// ESRGAN ×4 after decoding.
-            pub upscale: Option<bool>,
-            /// `png`, `jpeg` or `webp`.
-            #[schema(value_type = Option<String>)]
-            pub format: Option<ImageFormat>,
-            /// `interactive` (served first) or `batch`.
-            #[schema(value_type = Option<String>)]
-            pub priority: Option<Priority>,
-            /// Receives a signed POST when the request ends.
-            pub callback_url: Option<String>,
-            /// Unix milliseconds after which unstarted jobs fail instead of running.
-            pub deadline_ms: Option<u64>,
+            $($(#[$param_meta])* pub $param: $param_type,)*
         }
 
         impl $name {
+            // One clone per parameter whatever its type; some are `Copy`.
+            #[allow(clippy::clone_on_copy)]
             fn params(&self) -> GenerationParams {
-                GenerationParams {
-                    model: self.model.clone(),
-                    negative_prompt: self.negative_prompt.clone(),
-                    steps: self.steps,
-                    guidance_scale: self.guidance_scale,
-                    sampler: self.sampler,
-                    karras_sigmas: self.karras_sigmas,
-                    seed: self.seed,
-                    width: self.width,
-                    height: self.height,
-                    upscale: self.upscale,
-                    format: self.format,
-                    priority: self.priority,
-                    callback_url: self.callback_url.clone(),
-                    deadline_ms: self.deadline_ms,
-                }
+                GenerationParams { $($param: self.$param.clone(),)* }
             }
         }
     };
 }
 
-submission_body! {
+with_generation_params!(submission_body! {
     /// `POST /v1/generations`.
     pub struct GenerationBody {
         /// One or more prompts.
@@ -88,7 +49,7 @@ submission_body! {
         /// Images per prompt (default 1).
         pub images_per_prompt: Option<u32>,
     }
-}
+});
 
 /// One keyword or several.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -117,7 +78,7 @@ pub struct FashionKeywordsBody {
     pub style: Option<OneOrMany>,
 }
 
-submission_body! {
+with_generation_params!(submission_body! {
     /// `POST /v1/fashion/designs`.
     pub struct FashionBody {
         pub keywords: FashionKeywordsBody,
@@ -128,7 +89,7 @@ submission_body! {
         /// `zh` or `en` (default `en`).
         pub language: Option<Language>,
     }
-}
+});
 
 /// A dish: a name, or a name with keywords.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -142,7 +103,7 @@ pub enum DishBody {
     },
 }
 
-submission_body! {
+with_generation_params!(submission_body! {
     /// `POST /v1/cuisine/menus` (batch priority unless the body says otherwise).
     pub struct CuisineBody {
         /// The vendor the menu is for (recorded, and part of no prompt).
@@ -153,7 +114,7 @@ submission_body! {
         /// `zh` or `en` (default `en`).
         pub language: Option<Language>,
     }
-}
+});
 
 /// What a submission answers: the request id, the prompts it expanded to, and one job per image.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
