@@ -129,6 +129,18 @@ def choose_defaults(sweep: list[dict]) -> dict:
     return {"sampler": sampler, "steps": steps, "guidance": GUIDANCE}
 
 
+def choose_guidance(rows: list[dict]) -> float:
+    """The guidance (of those measured per language, knowledge on, at the chosen sampler and steps)
+    whose worst margin over the targets, across both languages and the three heads, is widest: too
+    little guidance ignores the prompt, too much over-saturates colours into their neighbours."""
+    margins: dict[float, float] = {}
+    for r in rows:
+        if r.get("knowledge") and r.get("language") in ("en", "zh") and not r["name"].startswith("random"):
+            worst = min(r[h] - TARGETS[h] for h in TARGETS)
+            margins[r["guidance"]] = min(margins.get(r["guidance"], worst), worst)
+    return max(margins, key=lambda g: (margins[g], g == GUIDANCE))
+
+
 def worker_timing(defaults: dict) -> dict:
     """One image through the Rust worker's CLI with the shipped defaults (ESRGAN on), warm."""
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "rapid-worker"], cwd=REPO, check=True)
@@ -176,6 +188,7 @@ def main() -> None:
             for guidance in (1.0, 4.0, 7.5):
                 row(f"trained, {language}, knowledge {'on' if knowledge else 'off'}, guidance {guidance}",
                     language=language, knowledge=knowledge, **{**defaults, "guidance": guidance})
+    defaults["guidance"] = choose_guidance(rows)
 
     timing = None if args.skip_worker else worker_timing(defaults)
     results = {"defaults": defaults, "targets_percent": TARGETS, "prompts": len(records), "rows": rows,

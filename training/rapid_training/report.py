@@ -32,7 +32,8 @@ def render(results: dict) -> str:
         f"- Judge's held-out accuracy (%): {json.dumps(judge['heldout_accuracy_percent'])}",
         f"- Shipped defaults: sampler `{defaults['sampler']}`, {defaults['steps']} steps, guidance "
         f"{defaults['guidance']:g} — the fewest steps whose item, colour and pattern scores each stay within one",
-        "  point of 50 PNDM steps (chosen by `evaluate.choose_defaults`).",
+        "  point of 50 PNDM steps at guidance 7.5 (`evaluate.choose_defaults`), then the guidance of 1 / 4 / 7.5",
+        "  with the widest worst margin over the targets in both languages (`evaluate.choose_guidance`).",
         f"- Targets at the defaults, in each language: colour ≥ {targets['colour']:g} %, item ≥ {targets['item']:g} %, "
         f"pattern ≥ {targets['pattern']:g} %.",
         "",

@@ -7,6 +7,13 @@ time from the record's attributes, 10 % of captions dropped to "" so classifier-
 and the knowledge graph's entity vectors injected for half of the captions, so the model works with and
 without them. Starts from the committed VAE (`weights/vae.safetensors`); resumable; ends with the EMA
 weights of both parts in `weights/`.
+
+On a machine without this stage's checkpoint (a new clone) but with committed U-Net and text-encoder
+weights of the same architecture, training goes on from those weights with a fresh optimizer: the
+committed EMA weights are both the live and the averaged start, and the clock and step count carry on
+from their metadata, so `--minutes` is always the stage's total. The learning rate warms up after every
+(re)start, holds, then follows a cosine down over the last part of the budget. Dishes are a seventh of
+the records but drawn for `dish_share` of each batch: menu dishes are many classes with few images.
 """
 
 import argparse
@@ -24,7 +31,8 @@ from tqdm import tqdm
 
 from . import captions, data, text, train_vae
 from .checkpoint import (
-    TRAINING_DIR, Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads, stage_meta,
+    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads,
+    stage_meta,
 )
 
 UNET_CONFIG = dict(
@@ -44,8 +52,8 @@ NOISE_SCHEDULE = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
     prediction_type="epsilon",
 )
-RECIPE = dict(batch=64, lr=4e-4, warmup=300, ema=0.9995, caption_dropout=0.1, knowledge_rate=0.5, min_snr_gamma=5.0,
-              bf16=False, seed=0)
+RECIPE = dict(batch=64, lr=4e-4, warmup=300, decay_from=0.6, final_lr_ratio=0.05, ema=0.9995, caption_dropout=0.1,
+              knowledge_rate=0.5, min_snr_gamma=5.0, dish_share=0.2, bf16=False, seed=0)
 LATENTS_CACHE = TRAINING_DIR / ".cache" / "latents"
 
 
@@ -99,6 +107,42 @@ class Conditioning:
         return ids, vectors
 
 
+def learning_rate(steps_since_start: int, progress: float) -> float:
+    """Warm-up after each (re)start (a fresh or reloaded optimizer), then constant, then a cosine down
+    to `final_lr_ratio` over the budget's last `1 - decay_from` (`progress` is seconds / budget)."""
+    warm = min(1.0, (steps_since_start + 1) / RECIPE["warmup"])
+    tail = min(1.0, max(0.0, (progress - RECIPE["decay_from"]) / (1.0 - RECIPE["decay_from"])))
+    floor = RECIPE["final_lr_ratio"]
+    return RECIPE["lr"] * warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * tail)))
+
+
+class BatchSampler:
+    """Record indices for one batch: `dish_share` of them dishes, the rest fashion, uniformly within each."""
+
+    def __init__(self, records: list[dict]):
+        kinds = np.array([r["kind"] == "dish" for r in records])
+        self.dishes, self.fashion = np.flatnonzero(kinds), np.flatnonzero(~kinds)
+        if len(self.dishes) == 0 or len(self.fashion) == 0:
+            raise StageError("unet: the training split needs both dish and fashion records; run `make -C training data`")
+
+    def __call__(self, batch: int) -> np.ndarray:
+        dishes = np.random.binomial(batch, RECIPE["dish_share"])
+        return np.concatenate([np.random.choice(self.dishes, dishes), np.random.choice(self.fashion, batch - dishes)])
+
+
+def continue_from_committed(modules: dict[str, torch.nn.Module], config: dict) -> tuple[int, float]:
+    """Loads the committed EMA weights into the live and averaged modules; returns the (step, seconds)
+    they were trained for, or (0, 0) when nothing is committed yet."""
+    if not all((WEIGHTS_DIR / f"{stage}.safetensors").exists() for stage in ("unet", "text_encoder")):
+        return 0, 0.0
+    for stage, names in (("unet", ("unet", "ema_unet")), ("text_encoder", ("encoder", "ema_encoder"))):
+        for name in names:
+            load_weights(stage, modules[name], config)
+    meta = stage_meta("unet")
+    print(f"unet: no checkpoint in {RUNS_DIR / 'unet'}; going on from the committed weights", file=sys.stderr)
+    return meta["steps"], float(meta["train_seconds"])
+
+
 def training_captions(records: list[dict], rng: random.Random, dropout: float) -> list[str]:
     return ["" if rng.random() < dropout else captions.caption(r, rng.choice(captions.LANGUAGES), rng) for r in records]
 
@@ -130,6 +174,10 @@ def main() -> None:
     run = Run("unet", config)
     modules = {"unet": unet, "encoder": encoder, "ema_unet": ema_unet.shadow, "ema_encoder": ema_encoder.shadow}
     step, seconds = run.resume(modules, optimizer)
+    if step == 0:
+        step, seconds = continue_from_committed(modules, config)
+    first_step = step
+    batches = BatchSampler(records)
     caption_rng = random.Random(f"{RECIPE['seed']}:{step}")
     budget = args.minutes * 60.0
     count = sum(p.numel() for p in unet.parameters()) / 1e6, sum(p.numel() for p in encoder.parameters()) / 1e6
@@ -141,7 +189,7 @@ def main() -> None:
     encoder.train()
     while seconds < budget:
         started = time.monotonic()
-        index = np.random.randint(0, len(records), RECIPE["batch"])
+        index = batches(RECIPE["batch"])
         latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling
         prompts = training_captions([records[i] for i in index], caption_rng, RECIPE["caption_dropout"])
         knows = [caption_rng.random() < RECIPE["knowledge_rate"] for _ in prompts]
@@ -156,7 +204,7 @@ def main() -> None:
         weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
         loss = (per_sample * weights).mean()
         for group in optimizer.param_groups:
-            group["lr"] = RECIPE["lr"] * min(1.0, (step + 1) / RECIPE["warmup"])
+            group["lr"] = learning_rate(step - first_step, seconds / budget)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
