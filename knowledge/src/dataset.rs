@@ -101,15 +101,8 @@ impl Dataset {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
-
-    fn file(text: impl AsRef<[u8]>) -> tempfile::NamedTempFile {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(text.as_ref()).unwrap();
-        file
-    }
+    use crate::graph::tests::file;
 
     #[test]
     fn a_missing_file_says_which() {

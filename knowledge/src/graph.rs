@@ -107,11 +107,12 @@ fn parse_fields(line: &str) -> Result<[&str; 3], LineProblem> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn file(text: impl AsRef<[u8]>) -> tempfile::NamedTempFile {
+    /// A temporary file holding `text` (also what `dataset`'s tests read their graphs from).
+    pub(crate) fn file(text: impl AsRef<[u8]>) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_ref()).unwrap();
         file

@@ -135,9 +135,9 @@ def continue_from_committed(modules: dict[str, torch.nn.Module], config: dict) -
     they were trained for, or (0, 0) when nothing is committed yet."""
     if not all((WEIGHTS_DIR / f"{stage}.safetensors").exists() for stage in ("unet", "text_encoder")):
         return 0, 0.0
-    for stage, names in (("unet", ("unet", "ema_unet")), ("text_encoder", ("encoder", "ema_encoder"))):
-        for name in names:
-            load_weights(stage, modules[name], config)
+    for stage, live, averaged in (("unet", "unet", "ema_unet"), ("text_encoder", "encoder", "ema_encoder")):
+        load_weights(stage, modules[live], config)
+        modules[averaged].load_state_dict(modules[live].state_dict())
     meta = stage_meta("unet")
     print(f"unet: no checkpoint in {RUNS_DIR / 'unet'}; going on from the committed weights", file=sys.stderr)
     return meta["steps"], float(meta["train_seconds"])

@@ -86,12 +86,6 @@ impl From<rapid_fleet::state::StateError> for ApiError {
     }
 }
 
-impl From<rapid_fleet::queue::QueueError> for ApiError {
-    fn from(error: rapid_fleet::queue::QueueError) -> Self {
-        Self::Unavailable(error.to_string())
-    }
-}
-
 /// A JSON body whose errors name the field (`steps: invalid type: string "x", expected u32`) in
 /// the API's error shape, instead of axum's plain-text rejection.
 pub struct Json<T>(pub T);

@@ -106,9 +106,7 @@ pub async fn cancel_request(
             let cancelled = JobRecord { status: JobStatus::Cancelled, updated_ms: now_ms(), ..record };
             state.state.put_job(&cancelled).await?;
             state.state.append_event(&final_event(&cancelled)).await?;
-            notify_if_request_done(&state.state, &state.queue, &request, &cancelled.id)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            notify_if_request_done(&state.state, &state.queue, &request, &cancelled.id).await?;
         }
     }
     tracing::info!(request = %id, tenant, "request cancelled");
