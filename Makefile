@@ -8,7 +8,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/rapid-mini
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env
+.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz
 
 setup:
 	bash deploy/setup.sh
@@ -22,6 +22,10 @@ demo: setup
 	$(CARGO) build --release --quiet -p rapid-scheduler
 	./target/release/rapid-scheduler standalone --config deploy/standalone.toml --listen 127.0.0.1:0 \
 		--submit examples/fashion-design.json
+
+## Schemathesis against the running scheduler, from its own /openapi.json: deploy/fuzz/RESULTS.md.
+fuzz: services
+	bash deploy/fuzz/run.sh
 
 ## The README's picture: the demo's fashion request and two menus (English, Chinese) through the
 ## embedded default, laid out with their prompts in deploy/demo/grid.png.

@@ -52,6 +52,28 @@ pub struct SchedulerConfig {
     /// Limits that keep one request from monopolising the fleet.
     #[serde(default)]
     pub limits: Limits,
+    /// How long the answer to a request with an `Idempotency-Key` is kept for its retries.
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// Lets `callback_url` point at loopback, private and link-local addresses (a test rig or a
+    /// receiver inside the cluster). Off, such callbacks are refused at submit and at delivery, so
+    /// the scheduler cannot be made to call its own network's services.
+    #[serde(default)]
+    pub callback_allow_private_addresses: bool,
+    /// Terms no prompt may contain, per language.
+    #[serde(default)]
+    pub blocked_terms: BlockedTerms,
+}
+
+/// Blocked prompt terms. Matching ignores case and character width (NFKC, then lower case):
+/// `ＧＯＲＥ` and `Gore` both match `gore`. English terms match whole words (`ass` does not
+/// block `class`); Chinese terms match anywhere, as Chinese has no spaces between words. Every
+/// prompt is checked against both lists, whatever language it was asked in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockedTerms {
+    pub en: Vec<String>,
+    pub zh: Vec<String>,
 }
 
 /// Per-model facts the scheduler needs before any worker sees the job.
@@ -104,6 +126,10 @@ pub struct Limits {
     pub max_images_per_prompt: u32,
     pub max_jobs_per_request: u32,
     pub max_prompt_chars: usize,
+    /// A prompt's UTF-8 size: a cap in bytes as well as characters, as a character may take four.
+    pub max_prompt_bytes: usize,
+    /// The largest request body; a larger one gets 413 in the API's error shape.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -114,6 +140,8 @@ impl Default for Limits {
             max_images_per_prompt: 16,
             max_jobs_per_request: 400,
             max_prompt_chars: 2000,
+            max_prompt_bytes: 8000,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -123,8 +151,45 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub name: String,
-    /// Hex SHA-256 of the tenant's bearer API key.
-    pub api_key_sha256: String,
+    /// Hex SHA-256 of the tenant's bearer API key, or a list of two while a key is rotated: the
+    /// new key works as soon as its hash is added, the old one until its hash is removed.
+    pub api_key_sha256: KeyHashes,
+    /// Requests per minute, images in flight and images per day; each absent limit is unlimited.
+    #[serde(default)]
+    pub limits: rapid_fleet::state::Quota,
+}
+
+/// One or two SHA-256 key hashes, checked when the file loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "OneOrTwo")]
+pub struct KeyHashes(pub Vec<[u8; 32]>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrTwo {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<OneOrTwo> for KeyHashes {
+    type Error = String;
+
+    fn try_from(value: OneOrTwo) -> Result<Self, String> {
+        let hashes = match value {
+            OneOrTwo::One(hash) => vec![hash],
+            OneOrTwo::Many(hashes) => hashes,
+        };
+        if !(1..=2).contains(&hashes.len()) {
+            return Err(format!("give one key hash, or two while rotating (got {})", hashes.len()));
+        }
+        let parse = |hash: &String| {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(hash.trim(), &mut bytes).map(|()| bytes).map_err(|_| {
+                format!("`{hash}` is not a hex SHA-256 (64 hex digits); make one with `rapid-scheduler hash-key <key>`")
+            })
+        };
+        hashes.iter().map(parse).collect::<Result<_, _>>().map(Self)
+    }
 }
 
 /// Standalone mode: the scheduler with in-process workers, queue and state.
@@ -149,6 +214,9 @@ fn default_callback_backoff_ms() -> u64 {
 }
 fn default_callback_timeout_ms() -> u64 {
     10_000
+}
+fn default_idempotency_ttl_secs() -> u64 {
+    86_400
 }
 fn default_size_multiple() -> u32 {
     8
@@ -199,5 +267,20 @@ mod tests {
         let error = load_error("format = \"png\"", "format = \"gif\"");
         assert!(error.contains("`gif` is not one of png, jpeg, webp"), "{error}");
         assert!(error.contains("scheduler.defaults.format"), "{error}");
+    }
+
+    #[test]
+    fn key_hashes_are_checked_at_load_and_two_may_be_valid_while_rotating() {
+        let error = load_error("api_key_sha256 = \"afacab", "api_key_sha256 = \"zzacab");
+        assert!(error.contains("is not a hex SHA-256"), "{error}");
+        assert!(error.contains("tenants"), "{error}");
+
+        let hash = "afacab3575137afa4e00d9cbcafcb14c9ae25f779d964eb0ea5b2c4eb5dfd163";
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let rotating = text.replacen(&format!("\"{hash}\""), &format!("[\"{hash}\", \"{}\"]", "0".repeat(64)), 1);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), rotating).unwrap();
+        let loaded: SchedulerFile = rapid_fleet::config::load(file.path()).unwrap();
+        assert_eq!(loaded.tenants[0].api_key_sha256.0.len(), 2);
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod metrics;
 pub mod params;
 pub mod planner;
+pub mod policy;
 pub mod prompts;
 pub mod serve;
 pub mod standalone;

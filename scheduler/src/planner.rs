@@ -87,11 +87,8 @@ pub fn plan(
         ));
     }
     let negative_prompt = params.negative_prompt.clone().unwrap_or_default();
-    if negative_prompt.chars().count() > limits.max_prompt_chars {
-        return Err(PlanError::invalid(
-            "negative_prompt",
-            format!("longer than {} characters", limits.max_prompt_chars),
-        ));
+    if !negative_prompt.trim().is_empty() {
+        check_prompt("negative_prompt", &negative_prompt, limits.max_prompt_chars, limits.max_prompt_bytes)?;
     }
     if let Some(url) = &params.callback_url {
         check_callback_url(url)?;
@@ -150,14 +147,17 @@ pub fn plan(
     Ok(Plan { record, jobs })
 }
 
-/// Checks a prompt's length and that it has text, naming the field.
-pub fn check_prompt(field: &str, prompt: &str, max_chars: usize) -> Result<String, PlanError> {
+/// Checks a prompt's length in characters and bytes and that it has text, naming the field.
+pub fn check_prompt(field: &str, prompt: &str, max_chars: usize, max_bytes: usize) -> Result<String, PlanError> {
     let prompt = prompt.trim();
     if prompt.is_empty() {
         return Err(PlanError::invalid(field, "is empty"));
     }
     if prompt.chars().count() > max_chars {
         return Err(PlanError::invalid(field, format!("longer than {max_chars} characters")));
+    }
+    if prompt.len() > max_bytes {
+        return Err(PlanError::invalid(field, format!("longer than {max_bytes} bytes of UTF-8")));
     }
     Ok(prompt.to_owned())
 }

@@ -15,6 +15,7 @@ use crate::api::{app, auth::ApiKeys, AppState};
 use crate::callbacks::CallbackSender;
 use crate::config::SchedulerFile;
 use crate::metrics::Metrics;
+use crate::policy::PromptPolicy;
 use crate::prompts::PromptGenerator;
 
 pub fn app_state(
@@ -31,6 +32,8 @@ pub fn app_state(
         queue,
         store,
         prompts: Arc::new(PromptGenerator::bundled()),
+        policy: Arc::new(PromptPolicy::new(&file.scheduler.blocked_terms)),
+        quotas: Arc::new(file.tenants.iter().map(|t| (t.name.clone(), t.limits)).collect()),
         metrics: Arc::new(Metrics::default()),
         presign_expiry,
     }

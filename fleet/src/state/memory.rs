@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use rapid_proto::{Event, JobRecord, RequestRecord};
 
+use super::quota::{self, Admission, Quota, Usage};
+use super::Claim;
+
 #[derive(Clone, Default)]
 pub struct MemoryState {
     inner: Arc<Mutex<Inner>>,
@@ -21,11 +24,36 @@ struct Inner {
     cancelled: HashSet<String>,
     events: HashMap<String, Vec<Event>>,
     expires: HashMap<String, Instant>,
+    /// Claimed keys: value and expiry.
+    claims: HashMap<String, (Vec<u8>, Instant)>,
+    /// Per tenant: (minute, requests in it), (day, images on it), images in flight.
+    usage: HashMap<String, TenantCounters>,
+}
+
+#[derive(Default)]
+struct TenantCounters {
+    minute: (u64, u32),
+    day: (u64, u32),
+    in_flight: u32,
+}
+
+impl TenantCounters {
+    /// The counts as of `now_ms`: a window that has passed counts zero.
+    fn usage(&self, now_ms: u64) -> Usage {
+        let (minute, day) = quota::windows(now_ms);
+        let in_window = |(window, count): (u64, u32), current: u64| if window == current { count } else { 0 };
+        Usage {
+            requests_this_minute: in_window(self.minute, minute),
+            images_in_flight: self.in_flight,
+            images_today: in_window(self.day, day),
+        }
+    }
 }
 
 impl Inner {
     fn purge_expired(&mut self) {
         let now = Instant::now();
+        self.claims.retain(|_, (_, expiry)| *expiry > now);
         let expired: Vec<String> =
             self.expires.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
         for id in expired {
@@ -99,10 +127,52 @@ impl MemoryState {
     pub(super) fn finish_job(&self, request: &RequestRecord, job_id: &str) -> bool {
         let mut inner = self.lock();
         let done = inner.done.entry(request.id.clone()).or_default();
-        let last = done.insert(job_id.to_owned()) && done.len() >= request.job_ids.len();
+        let added = done.insert(job_id.to_owned());
+        let last = added && done.len() >= request.job_ids.len();
+        if added {
+            let counters = inner.usage.entry(request.tenant.clone()).or_default();
+            counters.in_flight = counters.in_flight.saturating_sub(1);
+        }
         if last {
             inner.expires.insert(request.id.clone(), Instant::now() + self.finished_ttl);
         }
         last
+    }
+
+    pub(super) fn claim(&self, key: &str, value: &[u8], ttl: Duration) -> Claim {
+        let mut inner = self.lock();
+        match inner.claims.get(key) {
+            Some((held, _)) => Claim::Held(held.clone()),
+            None => {
+                inner.claims.insert(key.to_owned(), (value.to_vec(), Instant::now() + ttl));
+                Claim::Claimed
+            }
+        }
+    }
+
+    pub(super) fn update_claim(&self, key: &str, value: &[u8], ttl: Duration) {
+        self.lock().claims.insert(key.to_owned(), (value.to_vec(), Instant::now() + ttl));
+    }
+
+    pub(super) fn release_claim(&self, key: &str) {
+        self.lock().claims.remove(key);
+    }
+
+    pub(super) fn admit(&self, tenant: &str, images: u32, limits: &Quota, now_ms: u64) -> Admission {
+        let mut inner = self.lock();
+        let counters = inner.usage.entry(tenant.to_owned()).or_default();
+        let usage = counters.usage(now_ms);
+        if let Some(limit) = quota::first_broken(limits, &usage, images) {
+            return Admission::Refused(limit);
+        }
+        let (minute, day) = quota::windows(now_ms);
+        counters.minute = (minute, usage.requests_this_minute + 1);
+        counters.day = (day, usage.images_today.saturating_add(images));
+        counters.in_flight = counters.in_flight.saturating_add(images);
+        Admission::Admitted
+    }
+
+    pub(super) fn usage(&self, tenant: &str, now_ms: u64) -> Usage {
+        self.lock().usage.get(tenant).map(|c| c.usage(now_ms)).unwrap_or_default()
     }
 }

@@ -5,6 +5,7 @@
 //! exactly two stores and both binaries pick one at start-up.
 
 mod memory;
+pub mod quota;
 mod redis;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use rapid_proto::{Event, JobRecord, RequestRecord};
 
 pub use self::memory::MemoryState;
+pub use self::quota::{Admission, Quota, QuotaLimit, Usage};
 pub use self::redis::RedisState;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +90,9 @@ impl StateStore {
         }
     }
 
-    /// Records that `job_id` reached a final state. Returns true exactly once per request: for
-    /// the call that completes its last job (a redelivered job counts once). The request then
-    /// starts to expire.
+    /// Records that `job_id` reached a final state, taking its image out of the tenant's flight.
+    /// Returns true exactly once per request: for the call that completes its last job (a
+    /// redelivered job counts once). The request then starts to expire.
     pub async fn finish_job(&self, request: &RequestRecord, job_id: &str) -> Result<bool, StateError> {
         match self {
             Self::Redis(s) => s.finish_job(request, job_id).await,
@@ -117,6 +119,55 @@ impl StateStore {
         }
     }
 
+    /// Counts a request of `images` images against `tenant`'s quota, unless that would break one
+    /// of its limits: then nothing is counted and the limit is named. Atomic across schedulers.
+    pub async fn admit(&self, tenant: &str, images: u32, limits: &Quota) -> Result<Admission, StateError> {
+        match self {
+            Self::Redis(s) => s.admit(tenant, images, limits, now_ms()).await,
+            Self::Memory(s) => Ok(s.admit(tenant, images, limits, now_ms())),
+        }
+    }
+
+    /// `tenant`'s counters now.
+    pub async fn usage(&self, tenant: &str) -> Result<Usage, StateError> {
+        match self {
+            Self::Redis(s) => s.usage(tenant, now_ms()).await,
+            Self::Memory(s) => Ok(s.usage(tenant, now_ms())),
+        }
+    }
+
+    /// Takes `key` for `ttl` with `value` if nobody holds it; otherwise returns what the holder
+    /// stored. The scheduler keeps idempotency records this way: the first of two concurrent
+    /// submits with one key wins, the other sees its record.
+    pub async fn claim(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Claim, StateError> {
+        match self {
+            Self::Redis(s) => s.claim(key, value, ttl).await,
+            Self::Memory(s) => Ok(s.claim(key, value, ttl)),
+        }
+    }
+
+    /// Replaces a claimed key's value and its time to live.
+    pub async fn update_claim(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StateError> {
+        match self {
+            Self::Redis(s) => s.update_claim(key, value, ttl).await,
+            Self::Memory(s) => {
+                s.update_claim(key, value, ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives a claimed key up, so the next claim succeeds.
+    pub async fn release_claim(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            Self::Redis(s) => s.release_claim(key).await,
+            Self::Memory(s) => {
+                s.release_claim(key);
+                Ok(())
+            }
+        }
+    }
+
     /// Can the store be reached (for `/readyz`)?
     pub async fn ping(&self) -> Result<(), StateError> {
         match self {
@@ -124,6 +175,15 @@ impl StateStore {
             Self::Memory(_) => Ok(()),
         }
     }
+}
+
+/// What [`StateStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now the caller's.
+    Claimed,
+    /// Someone holds the key; this is the value they stored.
+    Held(Vec<u8>),
 }
 
 /// Unix time in milliseconds, the timestamps every record carries.

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::AppState;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request body or a field in it is wrong; nothing was enqueued.
@@ -15,6 +17,16 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("missing or unknown API key; send `Authorization: Bearer <key>`")]
     Unauthorized,
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The tenant is over one of its limits; nothing was enqueued.
+    #[error(
+        "over this tenant's `{limit}` limit of {value}; retry in {retry_after_secs} s (GET /v1/usage shows the counts)"
+    )]
+    QuotaExceeded { limit: &'static str, value: u32, retry_after_secs: u64 },
+    /// A request with the same idempotency key is still running.
+    #[error("{0}")]
+    Conflict(String),
     /// Also what a tenant gets for another tenant's request.
     #[error("no request {0}")]
     NotFound(String),
@@ -38,7 +50,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_field`, `unauthorized`, `not_found`, `unavailable` or `internal`.
+    /// `invalid_field`, `unauthorized`, `too_large`, `conflict`, `quota_exceeded`, `not_found`,
+    /// `unavailable` or `internal`.
     pub code: &'static str,
     /// The offending field, as a path into the request body (`keywords.color[1]`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,6 +64,9 @@ impl IntoResponse for ApiError {
         let (status, code, field) = match &self {
             Self::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field.clone())),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", Some("body".to_owned())),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Self::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::Unavailable(detail) => {
                 tracing::error!(%detail, "dependency unavailable");
@@ -62,7 +78,11 @@ impl IntoResponse for ApiError {
             }
         };
         let body = ErrorBody { error: ErrorDetail { code, field, message: self.to_string() } };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::QuotaExceeded { retry_after_secs, .. } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 
@@ -90,10 +110,12 @@ impl From<rapid_fleet::state::StateError> for ApiError {
 /// the API's error shape, instead of axum's plain-text rejection.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The router's `DefaultBodyLimit` is this same number; it is read here to name it.
+        let body_limit = state.config.limits.max_body_bytes;
         let is_json = request
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
@@ -102,9 +124,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if !is_json {
             return Err(ApiError::invalid("Content-Type", "send the body as `application/json`"));
         }
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge { limit: body_limit }
+            } else {
+                ApiError::invalid("body", e.body_text())
+            }
+        })?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(deserializer).map(Json).map_err(|e| {
             let message = e.inner().to_string();

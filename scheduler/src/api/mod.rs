@@ -4,23 +4,27 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod requests;
 pub mod submit;
+pub mod usage;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use rapid_fleet::queue::Queue;
-use rapid_fleet::state::StateStore;
+use rapid_fleet::state::{Quota, StateStore};
 use rapid_fleet::storage::ObjectStore;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::config::SchedulerConfig;
 use crate::metrics::Metrics;
+use crate::policy::PromptPolicy;
 use crate::prompts::PromptGenerator;
 
 /// Everything a handler needs; cheap to clone (all shared).
@@ -32,6 +36,9 @@ pub struct AppState {
     pub queue: Queue,
     pub store: ObjectStore,
     pub prompts: Arc<PromptGenerator>,
+    pub policy: Arc<PromptPolicy>,
+    /// Each tenant's limits, by name.
+    pub quotas: Arc<HashMap<String, Quota>>,
     pub metrics: Arc<Metrics>,
     /// Validity of presigned image URLs.
     pub presign_expiry: Duration,
@@ -47,6 +54,7 @@ pub struct AppState {
         requests::get_request,
         requests::cancel_request,
         requests::request_events,
+        usage::usage,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -75,16 +83,20 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/cuisine/menus", post(submit::cuisine_menus))
         .route("/v1/requests/{id}", get(requests::get_request).delete(requests::cancel_request))
         .route("/v1/requests/{id}/events", get(requests::request_events))
-        // Authentication wraps only the tenant routes; health and metrics stay open for probes.
+        .route("/v1/usage", get(usage::usage))
+        // The last layer added runs first: authentication, then idempotency (whose keys are per
+        // tenant). Both wrap only the tenant routes; health and metrics stay open for probes.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::replay_or_run))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_tenant));
+    let body_limit = state.config.limits.max_body_bytes;
     Router::new()
         .merge(tenant_routes)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
-        // Outermost first: every request gets a trace span; bodies over 1 MiB are refused before parsing.
-        .layer(RequestBodyLimitLayer::new(1 << 20))
+        // Bodies over the limit get the API's 413 from the JSON extractor (`error::Json`).
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

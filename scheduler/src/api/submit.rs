@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
+use rapid_fleet::state::{Admission, QuotaLimit};
 use rapid_proto::{ImageFormat, Priority, RequestKind, Sampler};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,6 +12,7 @@ use utoipa::ToSchema;
 use super::auth::Tenant;
 use super::error::{ApiError, ErrorBody, Json};
 use super::AppState;
+use crate::callbacks;
 use crate::params::{with_generation_params, GenerationParams};
 use crate::planner::{self, check_prompt, PromptImages};
 use crate::prompts::{Dish, FashionKeywords, Language};
@@ -133,13 +135,18 @@ pub struct AcceptedJob {
 }
 
 #[utoipa::path(post, path = "/v1/generations", request_body = GenerationBody, security(("bearer" = [])),
-    responses((status = 202, body = Accepted), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
+    responses(
+        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn generations(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     Json(body): Json<GenerationBody>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
-    let max_chars = state.config.limits.max_prompt_chars;
+    let limits = &state.config.limits;
     if body.prompts.is_empty() {
         return Err(ApiError::invalid("prompts", "give at least one prompt"));
     }
@@ -148,13 +155,21 @@ pub async fn generations(
         .prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| Ok(PromptImages { prompt: check_prompt(&format!("prompts[{i}]"), p, max_chars)?, images }))
+        .map(|(i, p)| {
+            let prompt = check_prompt(&format!("prompts[{i}]"), p, limits.max_prompt_chars, limits.max_prompt_bytes)?;
+            Ok(PromptImages { prompt, images })
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     submit(&state, &tenant, RequestKind::Generation, prompts, &body.params(), Priority::Interactive).await
 }
 
 #[utoipa::path(post, path = "/v1/fashion/designs", request_body = FashionBody, security(("bearer" = [])),
-    responses((status = 202, body = Accepted), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
+    responses(
+        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn fashion_designs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -181,13 +196,18 @@ pub async fn fashion_designs(
 }
 
 #[utoipa::path(post, path = "/v1/cuisine/menus", request_body = CuisineBody, security(("bearer" = [])),
-    responses((status = 202, body = Accepted), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
+    responses(
+        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn cuisine_menus(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     Json(body): Json<CuisineBody>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
-    check_prompt("vendor", &body.vendor, 200)?;
+    check_prompt("vendor", &body.vendor, 200, 800)?;
     let images = images_per("images_per_dish", body.images_per_dish, &state)?;
     let params = body.params();
     let dishes: Vec<Dish> = body
@@ -207,6 +227,29 @@ pub async fn cuisine_menus(
     submit(&state, &tenant, RequestKind::CuisineMenu, prompts, &params, Priority::Batch).await
 }
 
+/// Counts the request against the tenant's quota. A request larger than a limit on images can
+/// never pass it, so that is the client's mistake (422), not a reason to retry later (429).
+async fn admit(state: &AppState, tenant: &str, images: usize) -> Result<(), ApiError> {
+    let quota = state.quotas.get(tenant).copied().unwrap_or_default();
+    let images = u32::try_from(images).unwrap_or(u32::MAX);
+    for limit in [QuotaLimit::ImagesInFlight, QuotaLimit::ImagesPerDay] {
+        if let Some(value) = limit.of(&quota).filter(|value| images > *value) {
+            return Err(ApiError::invalid(
+                "images_per_prompt",
+                format!("the request asks for {images} images; this tenant's `{}` limit is {value}", limit.name()),
+            ));
+        }
+    }
+    match state.state.admit(tenant, images, &quota).await? {
+        Admission::Admitted => Ok(()),
+        Admission::Refused(limit) => Err(ApiError::QuotaExceeded {
+            limit: limit.name(),
+            value: limit.of(&quota).unwrap_or_default(),
+            retry_after_secs: limit.retry_after_secs(rapid_fleet::state::now_ms()),
+        }),
+    }
+}
+
 fn images_per(field: &str, value: Option<u32>, state: &AppState) -> Result<u32, ApiError> {
     let max = state.config.limits.max_images_per_prompt;
     match value.unwrap_or(1) {
@@ -223,7 +266,22 @@ async fn submit(
     params: &GenerationParams,
     default_priority: Priority,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    if let Some((index, term)) =
+        prompts.iter().enumerate().find_map(|(i, p)| state.policy.blocked_term(&p.prompt).map(|term| (i, term)))
+    {
+        return Err(ApiError::invalid(
+            format!("prompts[{index}]"),
+            format!("contains `{term}`, which this service does not draw (scheduler.blocked_terms)"),
+        ));
+    }
     let plan = planner::plan(&state.config, tenant, kind, prompts, params, default_priority)?;
+    if let Some(url) = &plan.record.callback_url {
+        let url = reqwest::Url::parse(url).map_err(|e| ApiError::invalid("callback_url", e.to_string()))?;
+        callbacks::destination::check(&url, state.config.callback_allow_private_addresses)
+            .await
+            .map_err(|message| ApiError::invalid("callback_url", message))?;
+    }
+    admit(state, tenant, plan.jobs.len()).await?;
     planner::enqueue(&state.state, &state.queue, &plan).await?;
     state.metrics.accepted(kind.name(), plan.jobs.len());
     tracing::info!(request = %plan.record.id, tenant, %kind, jobs = plan.jobs.len(), "request accepted");

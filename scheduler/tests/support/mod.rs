@@ -60,6 +60,13 @@ pub struct FleetOptions {
     pub phantom_model: bool,
     /// The workers' `max_batch` (cross-request batching; 1 = off).
     pub max_batch: usize,
+    /// More keys of the `[scheduler]` section, as TOML lines.
+    pub scheduler_extra: String,
+    /// `s3.presign_expiry_secs`.
+    pub presign_expiry_secs: u64,
+    /// The tenants' `limits` tables, as inline TOML (`{ requests_per_minute = 2 }`).
+    pub acme_limits: String,
+    pub globex_limits: String,
 }
 
 impl Default for FleetOptions {
@@ -72,6 +79,10 @@ impl Default for FleetOptions {
             callback_backoff_ms: 200,
             phantom_model: false,
             max_batch: 1,
+            scheduler_extra: String::new(),
+            presign_expiry_secs: 3600,
+            acme_limits: "{}".into(),
+            globex_limits: "{}".into(),
         }
     }
 }
@@ -125,12 +136,14 @@ path_style = true
 access_key = "{S3_KEY}"
 secret_key = "{S3_SECRET}"
 create_bucket = true
+presign_expiry_secs = {presign_expiry}
 [scheduler]
 listen = "127.0.0.1:{http_port}"
 callback_secret = "test-secret"
 callback_backoff_ms = {callback_backoff}
 callback_max_attempts = 3
 default_model = "tiny-sd-clip-kg"
+{scheduler_extra}
 [scheduler.models.tiny-sd-clip-kg]
 width = 64
 height = 64
@@ -149,9 +162,11 @@ tiny-sd-clip-kg = "{model}"
 [[tenants]]
 name = "acme"
 api_key_sha256 = "{acme}"
+limits = {acme_limits}
 [[tenants]]
 name = "globex"
 api_key_sha256 = "{globex}"
+limits = {globex_limits}
 "#,
             ttl = options.finished_ttl_secs,
             callback_backoff = options.callback_backoff_ms,
@@ -159,6 +174,10 @@ api_key_sha256 = "{globex}"
             backoff = options.retry_backoff_ms,
             grace = options.shutdown_grace_secs,
             max_batch = options.max_batch,
+            scheduler_extra = options.scheduler_extra,
+            presign_expiry = options.presign_expiry_secs,
+            acme_limits = options.acme_limits,
+            globex_limits = options.globex_limits,
             model = model.display(),
             acme = hash(ACME),
             globex = hash(GLOBEX),
@@ -179,14 +198,28 @@ api_key_sha256 = "{globex}"
         };
         // S3 first: the scheduler checks its bucket when it starts.
         fleet.start_s3();
-        let log = fleet.dir.path().join("scheduler.log");
+        fleet.start_scheduler().await;
+        fleet
+    }
+
+    /// Starts the scheduler (its log goes on in `scheduler.log`) and waits until it is ready.
+    async fn start_scheduler(&mut self) {
+        let log = self.dir.path().join("scheduler.log");
         let scheduler = spawn(
-            Command::new(env!("CARGO_BIN_EXE_rapid-scheduler")).args(["serve", "--config"]).arg(&fleet.config),
+            Command::new(env!("CARGO_BIN_EXE_rapid-scheduler")).args(["serve", "--config"]).arg(&self.config),
             &log,
         );
-        fleet.scheduler = Some(scheduler);
-        fleet.wait_ready().await;
-        fleet
+        self.scheduler = Some(scheduler);
+        self.wait_ready().await;
+    }
+
+    /// Kills the scheduler (SIGKILL: nothing of its memory survives) and starts a new one.
+    pub async fn restart_scheduler(&mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            scheduler.kill().ok();
+            scheduler.wait().ok();
+        }
+        self.start_scheduler().await;
     }
 
     pub fn start_s3(&mut self) {

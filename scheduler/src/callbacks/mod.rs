@@ -6,6 +6,12 @@
 //! Signature: `X-Rapid-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>` with
 //! `X-Rapid-Timestamp: {unix seconds}`; the timestamp is signed so a captured call cannot be
 //! replayed later under a fresh one.
+//!
+//! Callbacks go only to public addresses unless configured otherwise ([`destination`]), and
+//! redirects are not followed: a receiver that answers 3xx could otherwise send the POST on to an
+//! address the check never saw.
+
+pub mod destination;
 
 use std::future::Future;
 use std::time::Duration;
@@ -34,7 +40,11 @@ pub struct CallbackSender {
 impl CallbackSender {
     pub fn new(app: AppState) -> Self {
         let timeout = Duration::from_millis(app.config.callback_timeout_ms);
-        let client = reqwest::Client::builder().timeout(timeout).build().expect("a TLS backend is compiled in");
+        let mut client = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+        if !app.config.callback_allow_private_addresses {
+            client = client.dns_resolver(std::sync::Arc::new(destination::GuardedResolver));
+        }
+        let client = client.build().expect("a TLS backend is compiled in");
         Self { app, client }
     }
 
@@ -80,6 +90,12 @@ impl CallbackSender {
     }
 
     async fn post(&self, message: &RequestFinished) -> Result<(), String> {
+        // Names are checked by the client's resolver; an address in the URL never reaches it.
+        let url = reqwest::Url::parse(&message.callback_url).map_err(|e| format!("not a URL: {e}"))?;
+        let literal = url.host_str().and_then(destination::literal_ip);
+        if !self.app.config.callback_allow_private_addresses && literal.is_some_and(destination::is_internal) {
+            return Err(format!("{} is an internal address; callback refused", message.callback_url));
+        }
         let request = self
             .app
             .state
@@ -94,7 +110,7 @@ impl CallbackSender {
         let signature = sign(&self.app.config.callback_secret, timestamp, &body);
         let response = self
             .client
-            .post(&message.callback_url)
+            .post(url)
             .header("Content-Type", "application/json")
             .header("X-Rapid-Timestamp", timestamp.to_string())
             .header("X-Rapid-Signature", format!("sha256={signature}"))
