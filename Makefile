@@ -1,4 +1,4 @@
-# Run with: make demo | make test | make lint | make generate | make demo-grid
+# Run with: make demo | make test | make lint | make generate | make demo-grid | make fuzz
 # Benchmarks (make bench, make bench-throughput, ...): deploy/bench/bench.mk, included at the end;
 # deploy/bench/README.md says what each measures.
 # Every target installs what it needs first (deploy/setup.sh and deploy/test-services.sh are

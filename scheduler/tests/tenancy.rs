@@ -110,6 +110,16 @@ limits = { max_prompt_bytes = 300 }"#
     assert_eq!(status, 413, "{error}");
     assert_eq!(error["error"]["code"], "too_large", "the API's error shape: {error}");
 
+    let http = reqwest::Client::new();
+    let wrong_method = http.put(format!("{}/v1/generations", fleet.base)).bearer_auth(ACME).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert!(wrong_method.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("POST")));
+    let error: Value = wrong_method.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "method_not_allowed", "{error}");
+    let no_route = http.get(format!("{}/v1/nowhere", fleet.base)).bearer_auth(ACME).send().await.unwrap();
+    assert_eq!(no_route.status(), 404);
+    assert_eq!(no_route.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+
     assert_eq!(fleet.queue_depth("jobs").await, 0, "a rejected request enqueues nothing");
     assert!(fleet.redis_keys().await.is_empty(), "a rejected request writes no state");
     fleet.cleanup_amqp().await;

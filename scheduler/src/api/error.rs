@@ -27,6 +27,11 @@ pub enum ApiError {
     /// A request with the same idempotency key is still running.
     #[error("{0}")]
     Conflict(String),
+    /// A path the API does not have.
+    #[error("no such path; /openapi.json lists the API's routes")]
+    NoRoute,
+    #[error("this path does not take that method; the `Allow` header lists those it takes")]
+    MethodNotAllowed,
     /// Also what a tenant gets for another tenant's request.
     #[error("no request {0}")]
     NotFound(String),
@@ -51,7 +56,7 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_field`, `unauthorized`, `too_large`, `conflict`, `quota_exceeded`, `not_found`,
-    /// `unavailable` or `internal`.
+    /// `method_not_allowed`, `unavailable` or `internal`.
     pub code: &'static str,
     /// The offending field, as a path into the request body (`keywords.color[1]`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +72,8 @@ impl IntoResponse for ApiError {
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", Some("body".to_owned())),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             Self::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", None),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::NotFound(_) | Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Unavailable(detail) => {
                 tracing::error!(%detail, "dependency unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)

@@ -95,6 +95,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        // Unknown paths and methods answer in the API's error shape too, not with an empty body.
+        .fallback(|| async { error::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         // Bodies over the limit get the API's 413 from the JSON extractor (`error::Json`).
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())

@@ -80,7 +80,7 @@ pub struct ImageView {
 
 #[utoipa::path(get, path = "/v1/requests/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "request id from the submission")),
-    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_request(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -92,7 +92,7 @@ pub async fn get_request(
 
 #[utoipa::path(delete, path = "/v1/requests/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "request id from the submission")),
-    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn cancel_request(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -124,7 +124,7 @@ pub struct EventsView {
 
 #[utoipa::path(get, path = "/v1/requests/{id}/events", security(("bearer" = [])),
     params(("id" = String, Path, description = "request id from the submission")),
-    responses((status = 200, body = EventsView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EventsView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn request_events(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
