@@ -77,11 +77,13 @@ status=0
 # `use_after_free` expects a DELETEd resource to be gone; here DELETE cancels a request, which
 # stays readable with status `cancelled` (DESIGN.md). `positive_data_acceptance` expects every
 # schema-valid body to be accepted; the schema states types, not the planner's range checks.
-.venv-fuzz/bin/schemathesis run "http://127.0.0.1:$api_port/openapi.json" \
+# Run from the scratch folder, so Schemathesis' own cache stays out of the repository.
+schemathesis="$PWD/.venv-fuzz/bin/schemathesis"
+(cd "$work" && "$schemathesis" run "http://127.0.0.1:$api_port/openapi.json" \
   --header "Authorization: Bearer fuzz-key" --checks all --exclude-checks use_after_free,positive_data_acceptance \
   --max-examples "$EXAMPLES" --seed 1 --workers 2 --phases examples,coverage,fuzzing --no-shrink \
   --report har,junit --report-har-path "$work/run.har" --report-junit-path "$work/junit.xml" \
-  --output-truncate true >"$work/schemathesis.txt" 2>&1 || status=$?
+  --output-truncate true >"$work/schemathesis.txt" 2>&1) || status=$?
 elapsed=$(( $(date +%s) - started ))
 tail -n 40 "$work/schemathesis.txt"
 .venv-fuzz/bin/python deploy/fuzz/summarize.py --har "$work/run.har" --junit "$work/junit.xml" \
