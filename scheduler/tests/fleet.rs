@@ -121,7 +121,14 @@ async fn tenants_see_only_their_own_requests() {
     let id = fleet.submit("/v1/generations", json!({"prompts": ["a coat"]})).await;
     let path = format!("/v1/requests/{id}");
     assert_eq!(fleet.get(&path, ACME).await.0, 200);
-    assert_eq!(fleet.get(&path, GLOBEX).await.0, 404, "another tenant's request is not found");
+    // Another tenant's id answers exactly as an id that does not exist: nothing tells them apart.
+    let (status, foreign) = fleet.get(&path, GLOBEX).await;
+    assert_eq!(status, 404, "another tenant's request is not found");
+    let (_, unknown) = fleet.get("/v1/requests/no-such-request", GLOBEX).await;
+    assert_eq!(foreign["error"]["code"], unknown["error"]["code"]);
+    let message = |body: &Value, id: &str| body["error"]["message"].as_str().unwrap().replace(id, "<id>");
+    assert_eq!(message(&foreign, &id), message(&unknown, "no-such-request"));
+    assert_eq!(fleet.get(&format!("{path}/events"), GLOBEX).await.0, 404);
     assert_eq!(fleet.delete(&path, GLOBEX).await.0, 404);
     assert_eq!(fleet.get(&path, ACME).await.1["status"], "queued", "globex's DELETE changed nothing");
     assert_eq!(fleet.get(&path, "wrong-key").await.0, 401);
