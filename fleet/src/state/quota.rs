@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn windows_retry_at_their_next_boundary() {
-        let at = 1_700_000_042_500; // 42.5 s into a minute
+        let at = 1_700_000_082_500; // 42.5 s into a minute
         assert_eq!(QuotaLimit::RequestsPerMinute.retry_after_secs(at), 18);
         let day_start = 1_700_006_400_000; // a UTC midnight
         assert_eq!(QuotaLimit::ImagesPerDay.retry_after_secs(day_start + 1000), DAY_SECS - 1);
