@@ -1,4 +1,4 @@
-# Run with: make demo | make test | make lint | make generate | make demo-grid | make fuzz
+# Run with: make demo | make test | make lint | make generate | make demo-grid | make fuzz | make fair-share
 # Benchmarks (make bench, make bench-throughput, ...): deploy/bench/bench.mk, included at the end;
 # deploy/bench/README.md says what each measures.
 # Every target installs what it needs first (deploy/setup.sh and deploy/test-services.sh are
@@ -8,7 +8,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/rapid-mini
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz
+.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz fair-share
 
 setup:
 	bash deploy/setup.sh
@@ -26,6 +26,11 @@ demo: setup
 ## Schemathesis against the running scheduler, from its own /openapi.json: deploy/fuzz/RESULTS.md.
 fuzz: services
 	bash deploy/fuzz/run.sh
+
+## Two tenants on one worker, with and without fair share: deploy/bench/FAIR_SHARE.md.
+fair-share: setup services
+	RAPID_FAIR_SHARE_RESULTS=$(CURDIR)/deploy/bench/FAIR_SHARE.md $(CARGO) test --release -p rapid-scheduler \
+		--test tenancy a_small_batch_behind -- --nocapture
 
 ## The README's picture: the demo's fashion request and two menus (English, Chinese) through the
 ## embedded default, laid out with their prompts in deploy/demo/grid.png.

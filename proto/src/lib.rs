@@ -15,7 +15,7 @@ pub use names::{ImageFormat, RequestKind, Sampler, UnknownName};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Who is waiting: interactive work is served before batch work already queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Interactive,

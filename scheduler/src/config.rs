@@ -63,6 +63,11 @@ pub struct SchedulerConfig {
     /// Terms no prompt may contain, per language.
     #[serde(default)]
     pub blocked_terms: BlockedTerms,
+    /// Jobs the dispatcher keeps ready in the workers' queue; the rest wait in their tenants'
+    /// lanes, where fair share orders them. Enough to fill every worker's batch between two looks
+    /// (every 20 ms), few enough that a tenant arriving late waits behind few jobs.
+    #[serde(default = "default_dispatch_ready_jobs")]
+    pub dispatch_ready_jobs: u32,
 }
 
 /// Blocked prompt terms. Matching ignores case and character width (NFKC, then lower case):
@@ -157,6 +162,10 @@ pub struct TenantConfig {
     /// Requests per minute, images in flight and images per day; each absent limit is unlimited.
     #[serde(default)]
     pub limits: rapid_fleet::state::Quota,
+    /// The tenant's share of the workers while several tenants have work waiting in the same
+    /// priority class: a tenant of weight 2 is served twice as often as one of weight 1.
+    #[serde(default = "default_weight")]
+    pub weight: std::num::NonZeroU32,
 }
 
 /// One or two SHA-256 key hashes, checked when the file loads.
@@ -217,6 +226,12 @@ fn default_callback_timeout_ms() -> u64 {
 }
 fn default_idempotency_ttl_secs() -> u64 {
     86_400
+}
+fn default_dispatch_ready_jobs() -> u32 {
+    16
+}
+fn default_weight() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN
 }
 fn default_size_multiple() -> u32 {
     8
@@ -282,5 +297,12 @@ mod tests {
         std::fs::write(file.path(), rotating).unwrap();
         let loaded: SchedulerFile = rapid_fleet::config::load(file.path()).unwrap();
         assert_eq!(loaded.tenants[0].api_key_sha256.0.len(), 2);
+    }
+
+    #[test]
+    fn a_tenant_s_weight_is_at_least_one() {
+        let error = load_error("weight = 2", "weight = 0");
+        assert!(error.contains("nonzero"), "{error}");
+        assert!(error.contains("weight"), "{error}");
     }
 }

@@ -5,7 +5,7 @@
 
 use rand::Rng;
 use rapid_fleet::jobs::{final_event, notify_if_request_done, queued_record, BackendError};
-use rapid_fleet::queue::{priority_level, Queue, Topic};
+use rapid_fleet::queue::{Lane, Queue};
 use rapid_fleet::state::{now_ms, StateStore};
 use rapid_proto::{Job, Priority, RequestKind, RequestRecord, Sampler, SCHEMA_VERSION};
 
@@ -192,14 +192,17 @@ fn check_callback_url(url: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Records the request (every job queued), then publishes each job with a publisher confirm. If
+/// Records the request (every job queued), then publishes each job into its tenant's lane (the
+/// dispatcher moves it on to the workers by fair share) with a publisher confirm. If
 /// the broker fails part-way, the jobs that were not published are marked failed, so the request
 /// still ends and nothing waits forever for a job that was never queued.
 pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(), BackendError> {
     let records: Vec<_> = plan.jobs.iter().map(queued_record).collect();
     state.create_request(&plan.record, &records).await?;
     for (index, job) in plan.jobs.iter().enumerate() {
-        if let Err(error) = queue.publish(Topic::Jobs, &rapid_proto::encode(job), priority_level(job.priority)).await {
+        if let Err(error) =
+            queue.publish_to_lane(&Lane::new(&job.tenant, job.priority), &rapid_proto::encode(job)).await
+        {
             for mut record in records.into_iter().skip(index) {
                 record.status = rapid_proto::JobStatus::Failed;
                 record.error = Some("could not be queued: the broker was unavailable".into());

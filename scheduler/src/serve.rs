@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rapid_fleet::queue::{AmqpQueue, Queue};
+use rapid_fleet::queue::{AmqpQueue, Dispatcher, Lane, Queue};
 use rapid_fleet::shutdown;
 use rapid_fleet::state::{RedisState, StateStore};
 use rapid_fleet::storage::{ObjectStore, S3Store};
@@ -34,6 +34,7 @@ pub fn app_state(
         prompts: Arc::new(PromptGenerator::bundled()),
         policy: Arc::new(PromptPolicy::new(&file.scheduler.blocked_terms)),
         quotas: Arc::new(file.tenants.iter().map(|t| (t.name.clone(), t.limits)).collect()),
+        lanes: Arc::new(Lane::all(file.tenants.iter().map(|t| t.name.as_str()))),
         metrics: Arc::new(Metrics::default()),
         presign_expiry,
     }
@@ -50,6 +51,8 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     let app_state = app_state(&file, state, queue, store, Duration::from_secs(s3.presign_expiry_secs));
 
     let (stop, stopped) = watch::channel(false);
+    let dispatcher = dispatcher(&file, app_state.queue.clone());
+    let dispatching = tokio::spawn(dispatcher.run(shutdown::stopped(stopped.clone())));
     let sender = CallbackSender::new(app_state.clone());
     let rx = stopped.clone();
     let callbacks = tokio::spawn(async move { sender.run(shutdown::stopped(rx)).await });
@@ -65,5 +68,12 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     stop.send_replace(true);
     server.await??;
     callbacks.await??;
+    dispatching.await?;
     Ok(())
+}
+
+/// The dispatcher over every configured tenant's lanes, with their weights.
+pub fn dispatcher(file: &SchedulerFile, queue: Queue) -> Dispatcher {
+    let tenants: Vec<_> = file.tenants.iter().map(|t| (t.name.clone(), t.weight.get())).collect();
+    Dispatcher::new(queue, &tenants, file.scheduler.dispatch_ready_jobs)
 }

@@ -63,6 +63,12 @@ pub async fn run(
     let sender = CallbackSender::new(app_state.clone());
     let rx = stopped.clone();
     tasks.spawn(async move { sender.run(shutdown::stopped(rx)).await.map_err(anyhow::Error::from) });
+    let dispatcher = crate::serve::dispatcher(&file, queue.clone());
+    let rx = stopped.clone();
+    tasks.spawn(async move {
+        dispatcher.run(shutdown::stopped(rx)).await;
+        Ok(())
+    });
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;

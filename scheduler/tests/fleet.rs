@@ -187,7 +187,7 @@ async fn bad_input_names_the_field_and_enqueues_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-    assert_eq!(fleet.queue_depth("jobs").await, 0, "a rejected request enqueues nothing");
+    assert_eq!(fleet.jobs_waiting().await, 0, "a rejected request enqueues nothing");
     assert!(fleet.redis_keys().await.is_empty(), "a rejected request writes no state");
     fleet.cleanup_amqp().await;
 }
@@ -227,7 +227,7 @@ async fn sigterm_requeues_the_job_in_hand_after_the_grace_period() {
     assert!(status.success(), "clean exit after SIGTERM: {status}\n{}", fleet.logs());
     let (_, view) = fleet.get(&format!("/v1/requests/{id}"), ACME).await;
     assert_eq!(jobs(&view)[0]["status"], "queued", "the unfinished job went back to the queue: {view}");
-    assert_eq!(fleet.queue_depth("jobs").await, 1);
+    assert_eq!(fleet.jobs_waiting().await, 1);
     fleet.cleanup_amqp().await;
 }
 
@@ -334,7 +334,7 @@ async fn unreadable_messages_are_dead_lettered_with_the_reason() {
     }
     assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("unsupported schema version 99")), "{reasons:?}");
-    assert_eq!(fleet.queue_depth("jobs").await, 0);
+    assert_eq!(fleet.jobs_waiting().await, 0);
     fleet.cleanup_amqp().await;
 }
 

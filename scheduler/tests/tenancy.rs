@@ -1,8 +1,11 @@
-//! Many tenants on one fleet: idempotent retries, and hostile input that must get a 4xx in the
-//! API's error shape with nothing enqueued. Real RabbitMQ, Redis and s3s-fs; no worker runs, so
-//! every accepted job stays countable in the queue.
+//! Many tenants on one fleet: idempotent retries, hostile input that must get a 4xx in the API's
+//! error shape with nothing enqueued, quotas, and fair share between tenants. Real RabbitMQ, Redis
+//! and s3s-fs; only the fair-share test runs a worker, so elsewhere every accepted job stays
+//! countable in the queues.
 
 mod support;
+
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{Fleet, FleetOptions, ACME, GLOBEX};
@@ -70,7 +73,7 @@ async fn a_retried_submit_gets_the_first_answer_and_enqueues_once() {
     assert_eq!((status, replayed), (202, true), "{after_restart}");
     assert_eq!(after_restart, first);
 
-    let enqueued = fleet.queue_depth("jobs").await;
+    let enqueued = fleet.jobs_waiting().await;
     println!("idempotency: 15 submits with 3 keys of 2 tenants, 8 of them at once -> {enqueued} jobs enqueued");
     assert_eq!(enqueued, 4, "order-1 (acme), order-2, order-1 (globex), order-3");
     fleet.cleanup_amqp().await;
@@ -120,7 +123,7 @@ limits = { max_prompt_bytes = 300 }"#
     assert_eq!(no_route.status(), 404);
     assert_eq!(no_route.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 
-    assert_eq!(fleet.queue_depth("jobs").await, 0, "a rejected request enqueues nothing");
+    assert_eq!(fleet.jobs_waiting().await, 0, "a rejected request enqueues nothing");
     assert!(fleet.redis_keys().await.is_empty(), "a rejected request writes no state");
     fleet.cleanup_amqp().await;
 }
@@ -188,7 +191,7 @@ async fn tenant_limits_answer_429_with_retry_after_and_enqueue_nothing() {
     let (_, usage) = fleet.get("/v1/usage", GLOBEX).await;
     assert_eq!((usage["requests_this_minute"].as_u64(), usage["images_today"].as_u64()), (Some(2), Some(3)), "{usage}");
 
-    let enqueued = fleet.queue_depth("jobs").await;
+    let enqueued = fleet.jobs_waiting().await;
     println!("quotas: 11 submits, 5 refused with 429 and 1 with 422 -> {enqueued} jobs in the queue");
     assert_eq!(
         enqueued,
@@ -252,4 +255,114 @@ async fn secrets_stay_out_of_the_logs_and_presigned_urls_expire_as_configured() 
     let expired = reqwest::get(&url).await.unwrap().status();
     assert!(expired.is_client_error(), "a presigned URL past its 5 s answered {expired}");
     fleet.cleanup_amqp().await;
+}
+
+/// When each request of one fair-share run ended, in seconds after the large batch was submitted.
+#[derive(Debug)]
+struct FairShareRun {
+    ready_jobs: u32,
+    large_done: f64,
+    small_submitted: f64,
+    small_done: f64,
+    interactive_done: f64,
+}
+
+/// Issue 18's scenario on one worker: acme submits a 32-job batch, then 0.3 s later one
+/// interactive job of its own and globex a 4-job batch at the same (batch) priority.
+async fn fair_share_run(ready_jobs: u32) -> FairShareRun {
+    let mut fleet = Fleet::start(FleetOptions {
+        scheduler_extra: format!("dispatch_ready_jobs = {ready_jobs}"),
+        ..Default::default()
+    })
+    .await;
+    fleet.start_worker();
+    fleet.wait_worker_ready(0).await;
+    let prompts = ["a red dress", "a navy coat", "a white shirt", "a black skirt"];
+    let large = json!({"prompts": prompts, "images_per_prompt": 8, "priority": "batch", "steps": 2});
+    let small = json!({"prompts": ["a green scarf"], "images_per_prompt": 4, "priority": "batch", "steps": 2});
+    let interactive = json!({"prompts": ["a silk tie"], "priority": "interactive", "steps": 2});
+
+    let start = Instant::now();
+    let large = (ACME, fleet.submit_as(ACME, "/v1/generations", large).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let small_submitted = start.elapsed().as_secs_f64();
+    let interactive = (ACME, fleet.submit_as(ACME, "/v1/generations", interactive).await);
+    let small = (GLOBEX, fleet.submit_as(GLOBEX, "/v1/generations", small).await);
+
+    let mut done: [Option<f64>; 3] = [None; 3];
+    while done.iter().any(Option::is_none) {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out: {done:?}\n{}", fleet.logs());
+        for (slot, (key, id)) in done.iter_mut().zip([&large, &small, &interactive]) {
+            if slot.is_none() {
+                let (_, view) = fleet.get(&format!("/v1/requests/{id}"), key).await;
+                match view["status"].as_str() {
+                    Some("succeeded") => *slot = Some(start.elapsed().as_secs_f64()),
+                    Some("queued" | "running") => {}
+                    _ => panic!("{id} ended badly: {view}\n{}", fleet.logs()),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    fleet.cleanup_amqp().await;
+    let [large_done, small_done, interactive_done] = done.map(Option::unwrap);
+    FairShareRun { ready_jobs, large_done, small_submitted, small_done, interactive_done }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_behind_another_tenant_s_large_one_finishes_long_before_it() {
+    let fair = fair_share_run(2).await;
+    // The same scenario with every job handed to the workers at once: one FIFO within a priority,
+    // as before the lanes. It shows what the test would see without fair share.
+    let fifo = fair_share_run(1000).await;
+    for run in [&fair, &fifo] {
+        println!(
+            "fair share, dispatch_ready_jobs = {}: acme's 32 jobs done at {:.2} s; globex's 4 jobs, submitted at \
+             {:.2} s, done at {:.2} s ({:.2} s after submitting); acme's interactive job done at {:.2} s",
+            run.ready_jobs,
+            run.large_done,
+            run.small_submitted,
+            run.small_done,
+            run.small_done - run.small_submitted,
+            run.interactive_done
+        );
+    }
+    assert!(
+        fair.small_done - fair.small_submitted < 0.5 * fair.large_done,
+        "the small batch waited for half the large one or more: {fair:?}"
+    );
+    assert!(fair.interactive_done < fair.small_done, "interactive work still goes first: {fair:?}");
+    assert!(fifo.small_done > fifo.large_done, "without lanes the small batch waits for the large one: {fifo:?}");
+    if let Ok(path) = std::env::var("RAPID_FAIR_SHARE_RESULTS") {
+        std::fs::write(&path, fair_share_report(&fair, &fifo)).unwrap();
+        println!("wrote {path}");
+    }
+}
+
+fn fair_share_report(fair: &FairShareRun, fifo: &FairShareRun) -> String {
+    let row = |label: &str, run: &FairShareRun| {
+        format!(
+            "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            run.ready_jobs,
+            run.large_done,
+            run.small_done,
+            run.small_done - run.small_submitted,
+            run.interactive_done
+        )
+    };
+    format!(
+        "# Fair share between tenants\n\n\
+         Written by `make fair-share` (the test `a_small_batch_behind_another_tenant_s_large_one_finishes_long_before_it` \
+         in `scheduler/tests/tenancy.rs`): real RabbitMQ, Redis and s3s-fs, one worker, the tiny test model at 2 steps. \
+         acme submits 32 batch jobs; {:.2} s later acme submits one interactive job and globex 4 batch jobs. \
+         Times are seconds after acme's batch was submitted, as a client polling the requests saw them.\n\n\
+         | dispatcher | dispatch_ready_jobs | acme's 32 done | globex's 4 done | globex's wait | acme's interactive done |\n\
+         |---|---:|---:|---:|---:|---:|\n{}{}\n\
+         With lanes and fair share (`dispatch_ready_jobs = 2`) globex's jobs alternate with acme's as soon as they \
+         arrive; handing every job to the workers at once (1000) is one FIFO per priority, as before the lanes, and \
+         globex waits for all of acme's batch.\n",
+        fair.small_submitted,
+        row("fair share", fair),
+        row("all at once (FIFO)", fifo)
+    )
 }

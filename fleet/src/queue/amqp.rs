@@ -1,5 +1,7 @@
 //! RabbitMQ topology, declared idempotently by whoever connects first:
 //! - `{p}.{topic}` — durable, `x-max-priority` 9, persistent messages;
+//! - `{p}.jobs.{interactive|batch}.{tenant}` — a tenant's lanes: durable FIFO queues where new
+//!   jobs wait for the dispatcher, declared by the first publisher or dispatcher that names them;
 //! - `{p}.{topic}.retry.{ms}` — one durable queue per back-off delay: messages wait there for
 //!   `x-message-ttl` and are then dead-lettered back into `{p}.{topic}` (a per-queue TTL, because
 //!   RabbitMQ only expires per-message TTLs at the head of a queue);
@@ -9,14 +11,15 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{QueueError, Topic};
+use super::{Lane, QueueError, Topic};
 
 const MAX_PRIORITY: i32 = 9;
 
@@ -25,6 +28,14 @@ pub struct AmqpQueue {
     connection: std::sync::Arc<Connection>,
     publisher: Channel,
     prefix: String,
+    lanes: std::sync::Arc<Lanes>,
+}
+
+#[derive(Default)]
+struct Lanes {
+    /// Lanes this process has declared already: a lane is declared once, on its first publish.
+    declared: std::sync::Mutex<std::collections::HashSet<String>>,
+    published: tokio::sync::Notify,
 }
 
 impl AmqpQueue {
@@ -32,7 +43,12 @@ impl AmqpQueue {
         let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        let queue = Self { connection: std::sync::Arc::new(connection), publisher, prefix: prefix.to_owned() };
+        let queue = Self {
+            connection: std::sync::Arc::new(connection),
+            publisher,
+            prefix: prefix.to_owned(),
+            lanes: Default::default(),
+        };
         for topic in [Topic::Jobs, Topic::Callbacks] {
             queue.declare(&queue.main(topic), main_arguments()).await?;
             queue.declare(&queue.dead(topic), FieldTable::default()).await?;
@@ -48,10 +64,52 @@ impl AmqpQueue {
         format!("{}.dead", self.main(topic))
     }
 
-    async fn declare(&self, name: &str, arguments: FieldTable) -> Result<(), QueueError> {
+    fn lane(&self, lane: &Lane) -> String {
+        format!("{}.{}", self.prefix, lane.name())
+    }
+
+    /// Declares (idempotently) and returns the messages waiting.
+    async fn declare(&self, name: &str, arguments: FieldTable) -> Result<u32, QueueError> {
         let options = QueueDeclareOptions { durable: true, ..Default::default() };
-        self.publisher.queue_declare(name, options, arguments).await?;
+        Ok(self.publisher.queue_declare(name, options, arguments).await?.message_count())
+    }
+
+    async fn declare_lane(&self, name: &str) -> Result<(), QueueError> {
+        let declared = || self.lanes.declared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !declared().contains(name) {
+            self.declare(name, FieldTable::default()).await?;
+            declared().insert(name.to_owned());
+        }
         Ok(())
+    }
+
+    pub(super) async fn publish_to_lane(&self, lane: &Lane, body: &[u8]) -> Result<(), QueueError> {
+        let name = self.lane(lane);
+        self.declare_lane(&name).await?;
+        self.send(&name, body, BasicProperties::default()).await?;
+        self.lanes.published.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn lane_published(&self) -> &tokio::sync::Notify {
+        &self.lanes.published
+    }
+
+    /// Declares the lane rather than looking passively: a passive look at a lane nobody has
+    /// declared yet would close the publishing channel.
+    pub(super) async fn lane_depth(&self, lane: &Lane) -> Result<u32, QueueError> {
+        self.declare(&self.lane(lane), FieldTable::default()).await
+    }
+
+    /// A channel of its own for taking jobs out of lanes, with every lane declared.
+    pub(super) async fn lane_reader(&self, lanes: &[Lane]) -> Result<AmqpLaneReader, QueueError> {
+        let mut names = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            let name = self.lane(lane);
+            self.declare_lane(&name).await?;
+            names.push(name);
+        }
+        Ok(AmqpLaneReader { channel: self.connection.create_channel().await?, names })
     }
 
     async fn send(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), QueueError> {
@@ -117,6 +175,24 @@ fn main_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-priority".into(), AMQPValue::LongInt(MAX_PRIORITY));
     arguments
+}
+
+/// Takes jobs out of the lanes, one `basic.get` at a time, each acknowledged only once the
+/// dispatcher has it confirmed in `jobs`.
+pub struct AmqpLaneReader {
+    channel: Channel,
+    /// The queue name of each lane, in the order the dispatcher listed them.
+    names: Vec<String>,
+}
+
+impl AmqpLaneReader {
+    pub(super) async fn take(&self, lane: usize) -> Result<Option<BasicGetMessage>, QueueError> {
+        Ok(self.channel.basic_get(&self.names[lane], BasicGetOptions { no_ack: false }).await?)
+    }
+
+    pub(super) async fn ack(message: BasicGetMessage) -> Result<(), QueueError> {
+        Ok(message.delivery.ack(BasicAckOptions::default()).await?)
+    }
 }
 
 pub struct AmqpConsumer {

@@ -4,13 +4,13 @@
 //! was settled from one that was dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::Topic;
+use super::{Lane, Topic};
 
 /// Waiting messages of one topic: highest priority first, then oldest (lowest sequence) first.
 type Waiting = BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>;
@@ -23,10 +23,12 @@ pub struct MemoryQueue {
 #[derive(Default)]
 struct Inner {
     topics: Mutex<HashMap<Topic, Waiting>>,
+    lanes: Mutex<HashMap<Lane, VecDeque<Vec<u8>>>>,
     dead: Mutex<Vec<(Topic, Vec<u8>, String)>>,
     unacknowledged: Mutex<HashMap<Topic, u32>>,
     sequence: std::sync::atomic::AtomicU64,
     arrived: Notify,
+    lane_published: Notify,
 }
 
 impl MemoryQueue {
@@ -38,6 +40,30 @@ impl MemoryQueue {
         let sequence = self.inner.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.topics().entry(topic).or_default().push((priority, Reverse(sequence), body));
         self.inner.arrived.notify_waiters();
+    }
+
+    fn lanes(&self) -> MutexGuard<'_, HashMap<Lane, VecDeque<Vec<u8>>>> {
+        self.inner.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn publish_to_lane(&self, lane: &Lane, body: Vec<u8>) {
+        self.lanes().entry(lane.clone()).or_default().push_back(body);
+        self.inner.lane_published.notify_one();
+    }
+
+    pub(super) fn lane_published(&self) -> &Notify {
+        &self.inner.lane_published
+    }
+
+    pub(super) fn lane_depth(&self, lane: &Lane) -> u32 {
+        self.lanes().get(lane).map_or(0, |waiting| waiting.len() as u32)
+    }
+
+    /// The oldest job of `lane`, taken out, and how many stay behind it.
+    pub(super) fn take_from_lane(&self, lane: &Lane) -> Option<(Vec<u8>, u32)> {
+        let mut lanes = self.lanes();
+        let waiting = lanes.get_mut(lane)?;
+        waiting.pop_front().map(|body| (body, waiting.len() as u32))
     }
 
     pub(super) fn publish_delayed(&self, topic: Topic, body: Vec<u8>, priority: u8, delay: Duration) {

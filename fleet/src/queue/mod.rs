@@ -4,8 +4,15 @@
 //! the scheduler, which POSTs the client's callback). Each has a dead-letter queue for messages
 //! that cannot be processed, carrying the reason; nothing is dropped. Interactive jobs carry a
 //! higher message priority than batch jobs, so among waiting jobs they are delivered first.
+//!
+//! New jobs do not go to `jobs` directly: each waits in its tenant's [`Lane`] (one durable FIFO
+//! queue per tenant and priority class) until the [`Dispatcher`] moves it on, keeping only a few
+//! jobs ready in `jobs` and choosing among the tenants by their weights ([`FairShare`]). So a
+//! tenant's 10,000-job batch queued first does not stand in front of another tenant's ten.
 
 mod amqp;
+mod dispatch;
+mod fair;
 mod memory;
 
 use std::time::Duration;
@@ -13,6 +20,8 @@ use std::time::Duration;
 use rapid_proto::Priority;
 
 pub use self::amqp::AmqpQueue;
+pub use self::dispatch::Dispatcher;
+pub use self::fair::FairShare;
 pub use self::memory::MemoryQueue;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +48,38 @@ impl Topic {
     }
 }
 
+/// Where one tenant's jobs of one priority class wait for the dispatcher: a FIFO queue, so the
+/// jobs of a request leave it in the order they were published.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lane {
+    pub tenant: String,
+    pub class: Priority,
+}
+
+impl Lane {
+    pub fn new(tenant: &str, class: Priority) -> Self {
+        Self { tenant: tenant.to_owned(), class }
+    }
+
+    /// Both lanes of each tenant, interactive first.
+    pub fn all<'a>(tenants: impl IntoIterator<Item = &'a str>) -> Vec<Lane> {
+        let tenants: Vec<_> = tenants.into_iter().collect();
+        [Priority::Interactive, Priority::Batch]
+            .into_iter()
+            .flat_map(|class| tenants.iter().map(move |tenant| Lane::new(tenant, class)))
+            .collect()
+    }
+
+    /// The queue's name after the prefix: `jobs.{interactive|batch}.{tenant}`.
+    fn name(&self) -> String {
+        let class = match self.class {
+            Priority::Interactive => "interactive",
+            Priority::Batch => "batch",
+        };
+        format!("{}.{class}.{}", Topic::Jobs.name(), self.tenant)
+    }
+}
+
 /// AMQP message priority (0–9): interactive work overtakes batch work already waiting.
 pub fn priority_level(priority: Priority) -> u8 {
     match priority {
@@ -62,6 +103,33 @@ impl Queue {
                 q.publish(topic, body.to_vec(), priority);
                 Ok(())
             }
+        }
+    }
+
+    /// Publishes a new job durably into its tenant's lane, where it waits for the dispatcher.
+    pub async fn publish_to_lane(&self, lane: &Lane, body: &[u8]) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(q) => q.publish_to_lane(lane, body).await,
+            Self::Memory(q) => {
+                q.publish_to_lane(lane, body.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    /// Notified after every publish into a lane by this process: the dispatcher's doorbell.
+    fn lane_published(&self) -> &tokio::sync::Notify {
+        match self {
+            Self::Amqp(q) => q.lane_published(),
+            Self::Memory(q) => q.lane_published(),
+        }
+    }
+
+    /// Jobs waiting in a lane.
+    pub async fn lane_depth(&self, lane: &Lane) -> Result<u32, QueueError> {
+        match self {
+            Self::Amqp(q) => q.lane_depth(lane).await,
+            Self::Memory(q) => Ok(q.lane_depth(lane)),
         }
     }
 

@@ -70,7 +70,12 @@ mod tests {
 
     fn tenant(name: &str, keys: &[&str]) -> TenantConfig {
         let hashes = keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect();
-        TenantConfig { name: name.into(), api_key_sha256: KeyHashes(hashes), limits: Default::default() }
+        TenantConfig {
+            name: name.into(),
+            api_key_sha256: KeyHashes(hashes),
+            limits: Default::default(),
+            weight: std::num::NonZeroU32::MIN,
+        }
     }
 
     #[test]

@@ -26,8 +26,15 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(depth) = state.queue.depth(Topic::Jobs).await {
-        state.metrics.set_queue_depth(depth);
+    if let Ok(ready) = state.queue.depth(Topic::Jobs).await {
+        let mut lanes = Vec::with_capacity(state.lanes.len());
+        for lane in state.lanes.iter() {
+            match state.queue.lane_depth(lane).await {
+                Ok(depth) => lanes.push((lane, depth)),
+                Err(error) => tracing::warn!(%error, tenant = %lane.tenant, "metrics: cannot read a lane's depth"),
+            }
+        }
+        state.metrics.set_queue_depths(ready, &lanes);
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use rapid_fleet::queue::Queue;
+use rapid_fleet::queue::{Lane, Queue};
 use rapid_fleet::state::{Quota, StateStore};
 use rapid_fleet::storage::ObjectStore;
 use tower_http::trace::TraceLayer;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub policy: Arc<PromptPolicy>,
     /// Each tenant's limits, by name.
     pub quotas: Arc<HashMap<String, Quota>>,
+    /// Every tenant's lanes, for the backlog metrics.
+    pub lanes: Arc<Vec<Lane>>,
     pub metrics: Arc<Metrics>,
     /// Validity of presigned image URLs.
     pub presign_expiry: Duration,

@@ -15,6 +15,8 @@ use serde_json::Value;
 
 pub const ACME: &str = "acme-test-key";
 pub const GLOBEX: &str = "globex-test-key";
+/// The lanes of the two tenants, where new jobs wait for the dispatcher.
+const LANES: [&str; 4] = ["jobs.interactive.acme", "jobs.batch.acme", "jobs.interactive.globex", "jobs.batch.globex"];
 const S3_KEY: &str = "fleet-test";
 const S3_SECRET: &str = "fleet-test-secret";
 
@@ -214,10 +216,16 @@ limits = {globex_limits}
     }
 
     /// Kills the scheduler (SIGKILL: nothing of its memory survives) and starts a new one.
+    /// Stops the scheduler as an orchestrator does (SIGTERM: it finishes what it is doing, the
+    /// dispatcher's move in hand included) and starts it again.
     pub async fn restart_scheduler(&mut self) {
         if let Some(mut scheduler) = self.scheduler.take() {
-            scheduler.kill().ok();
-            scheduler.wait().ok();
+            signal(&scheduler, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while scheduler.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "the scheduler did not stop on SIGTERM\n{}", self.logs());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         self.start_scheduler().await;
     }
@@ -309,7 +317,12 @@ limits = {globex_limits}
 
     /// Submits and returns the request id, failing the test on anything but 202.
     pub async fn submit(&self, path: &str, body: Value) -> String {
-        let (status, accepted) = self.post(path, ACME, &body).await;
+        self.submit_as(ACME, path, body).await
+    }
+
+    /// [`Self::submit`] as the tenant whose API key is `key`.
+    pub async fn submit_as(&self, key: &str, path: &str, body: Value) -> String {
+        let (status, accepted) = self.post(path, key, &body).await;
         assert_eq!(status, 202, "{path}: {accepted}");
         accepted["request_id"].as_str().unwrap().to_owned()
     }
@@ -366,6 +379,27 @@ limits = {globex_limits}
         channel.queue_declare(&name, options, Default::default()).await.map(|q| q.message_count()).unwrap_or(0)
     }
 
+    /// Every job not yet taken by a worker, once the dispatcher has settled: counted while it
+    /// moves jobs from the lanes into `jobs`, a job between the two would be missed. So this
+    /// waits (up to 5 s) for empty lanes and a steady `jobs`; the tests that call it queue fewer
+    /// jobs than `dispatch_ready_jobs`, so the lanes do empty.
+    pub async fn jobs_waiting(&self) -> u32 {
+        let started = Instant::now();
+        let mut last = None;
+        loop {
+            let mut lanes = 0;
+            for lane in LANES {
+                lanes += self.queue_depth(lane).await;
+            }
+            let ready = self.queue_depth("jobs").await;
+            if (lanes == 0 && last == Some(ready)) || started.elapsed() > Duration::from_secs(5) {
+                return ready + lanes;
+            }
+            last = (lanes == 0).then_some(ready);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn redis_keys(&self) -> Vec<String> {
         let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -374,7 +408,7 @@ limits = {globex_limits}
 
     pub async fn cleanup_amqp(&self) {
         let channel = self.amqp().await;
-        for queue in ["jobs", "jobs.dead", "callbacks", "callbacks.dead"] {
+        for queue in ["jobs", "jobs.dead", "callbacks", "callbacks.dead"].into_iter().chain(LANES) {
             let name = format!("{}.{queue}", self.prefix);
             channel.queue_delete(&name, Default::default()).await.ok();
         }

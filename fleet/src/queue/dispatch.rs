@@ -1,0 +1,178 @@
+//! The dispatcher: moves jobs from the tenants' lanes into `jobs`, where the workers take them,
+//! keeping no more than `ready_jobs` waiting there. Interactive lanes are served before batch
+//! lanes, and within a class the tenants by [`FairShare`]. Because `jobs` stays short, a tenant
+//! who submits after another tenant's large batch waits behind a few jobs, not behind the batch.
+//!
+//! A job is acknowledged in its lane only after `jobs` has confirmed it, so a dispatcher that dies
+//! between the two leaves the job in both places, never in neither; workers skip a job whose
+//! record is already final, which makes the second copy harmless. Several schedulers may each run
+//! a dispatcher: `jobs` can then hold up to `ready_jobs` per dispatcher.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use rapid_proto::Priority;
+
+use super::amqp::AmqpLaneReader;
+use super::{priority_level, FairShare, Lane, MemoryQueue, Queue, QueueError, Topic};
+
+/// How often a full `jobs` queue is looked at again: about a job's time on a fast worker.
+const FULL_POLL: Duration = Duration::from_millis(20);
+/// Idle polling backs off from the first to the second: lanes are looked at often while work
+/// arrives, rarely on a quiet fleet. A publish into a lane by this process wakes the dispatcher
+/// at once; one by another scheduler replica waits for the poll.
+const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(250));
+/// Wait after a broker error before trying again.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    queue: Queue,
+    lanes: Vec<Lane>,
+    fair: FairShare,
+    ready_jobs: u32,
+}
+
+/// What one round of filling `jobs` found.
+#[derive(Debug, PartialEq, Eq)]
+enum Fill {
+    /// `jobs` already holds `ready_jobs`.
+    Full,
+    /// Moved this many (maybe zero: every lane was empty).
+    Moved(u32),
+}
+
+impl Dispatcher {
+    /// `tenants`: each tenant's name and weight; `ready_jobs`: how many jobs may wait in `jobs`
+    /// (at least 1). Enough to keep every worker's batch full, few enough that fair share matters.
+    pub fn new(queue: Queue, tenants: &[(String, u32)], ready_jobs: u32) -> Self {
+        Self {
+            lanes: Lane::all(tenants.iter().map(|(name, _)| name.as_str())),
+            fair: FairShare::new(tenants.iter().map(|(name, weight)| (name.as_str(), *weight))),
+            queue,
+            ready_jobs: ready_jobs.max(1),
+        }
+    }
+
+    /// Runs until `stop` resolves; broker errors are logged and retried, so a broker that comes
+    /// back finds the dispatcher still there.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut idle = IDLE_POLL.0;
+        let mut reader = None;
+        loop {
+            // A round is never cut short by `stop`: it ends within `ready_jobs` moves, and a move
+            // cut between its publish and its ack would leave a second copy behind.
+            let pause = match self.round(&mut reader).await {
+                Ok(Fill::Full) => FULL_POLL,
+                Ok(Fill::Moved(0)) => {
+                    let pause = idle;
+                    idle = (idle * 2).min(IDLE_POLL.1);
+                    pause
+                }
+                Ok(Fill::Moved(_)) => {
+                    idle = IDLE_POLL.0;
+                    Duration::ZERO
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "dispatcher: the broker failed; trying again");
+                    reader = None;
+                    ERROR_PAUSE
+                }
+            };
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(pause) => {}
+                () = self.queue.lane_published().notified() => idle = IDLE_POLL.0,
+            }
+        }
+    }
+
+    async fn round(&mut self, reader: &mut Option<LaneReader>) -> Result<Fill, QueueError> {
+        let reader = match reader {
+            Some(reader) => reader,
+            None => reader.insert(LaneReader::open(&self.queue, &self.lanes).await?),
+        };
+        let ready = self.queue.depth(Topic::Jobs).await?;
+        if ready >= self.ready_jobs {
+            return Ok(Fill::Full);
+        }
+        let mut moved = 0;
+        let mut empty = HashSet::new();
+        while ready + moved < self.ready_jobs {
+            let Some(lane) = self.next_lane(&empty) else { break };
+            match reader.take(lane, &self.lanes[lane]).await? {
+                Some((body, remaining, taken)) => {
+                    let class = self.lanes[lane].class;
+                    self.queue.publish(Topic::Jobs, &body, priority_level(class)).await?;
+                    taken.ack().await?;
+                    self.fair.served(class, &self.lanes[lane].tenant);
+                    moved += 1;
+                    if remaining == 0 {
+                        empty.insert(lane);
+                    }
+                }
+                None => {
+                    empty.insert(lane);
+                }
+            }
+        }
+        Ok(Fill::Moved(moved))
+    }
+
+    /// The lane to take from next: interactive before batch, then by fair share; `empty` lanes
+    /// (found so in this round) are skipped.
+    fn next_lane(&self, empty: &HashSet<usize>) -> Option<usize> {
+        [Priority::Interactive, Priority::Batch].into_iter().find_map(|class| {
+            let waiting: Vec<(usize, &str)> = (0..self.lanes.len())
+                .filter(|i| self.lanes[*i].class == class && !empty.contains(i))
+                .map(|i| (i, self.lanes[i].tenant.as_str()))
+                .collect();
+            let tenants: Vec<&str> = waiting.iter().map(|(_, tenant)| *tenant).collect();
+            let chosen = self.fair.pick(class, &tenants)?;
+            waiting.iter().find(|(_, tenant)| *tenant == chosen).map(|(i, _)| *i)
+        })
+    }
+}
+
+/// Where the dispatcher takes jobs out of lanes: a channel of its own on RabbitMQ.
+enum LaneReader {
+    Amqp(AmqpLaneReader),
+    Memory(MemoryQueue),
+}
+
+/// A job taken out of its lane, to be acknowledged once it is safely in `jobs`.
+enum Taken {
+    Amqp(Box<lapin::message::BasicGetMessage>),
+    Memory,
+}
+
+impl LaneReader {
+    async fn open(queue: &Queue, lanes: &[Lane]) -> Result<Self, QueueError> {
+        match queue {
+            Queue::Amqp(q) => Ok(Self::Amqp(q.lane_reader(lanes).await?)),
+            Queue::Memory(q) => Ok(Self::Memory(q.clone())),
+        }
+    }
+
+    /// The oldest job of a lane, the number left behind it, and its acknowledgement.
+    /// `index`: the lane's place in the list the reader was opened with.
+    async fn take(&self, index: usize, lane: &Lane) -> Result<Option<(Vec<u8>, u32, Taken)>, QueueError> {
+        match self {
+            Self::Amqp(reader) => Ok(reader.take(index).await?.map(|message| {
+                let body = message.delivery.data.clone();
+                (body, message.message_count, Taken::Amqp(Box::new(message)))
+            })),
+            Self::Memory(q) => Ok(q.take_from_lane(lane).map(|(body, left)| (body, left, Taken::Memory))),
+        }
+    }
+}
+
+impl Taken {
+    async fn ack(self) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(message) => AmqpLaneReader::ack(*message).await,
+            Self::Memory => Ok(()),
+        }
+    }
+}
