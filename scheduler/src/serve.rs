@@ -67,7 +67,7 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     tracing::info!("shutting down");
     stop.send_replace(true);
     server.await??;
-    callbacks.await??;
+    callbacks.await?;
     dispatching.await?;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub async fn run(
         crate::serve::app_state(&file, state.clone(), queue.clone(), ObjectStore::Local(local.clone()), Duration::ZERO);
 
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::<Result<()>>::new();
     for _ in 0..standalone.workers.max(1) {
         let engines = tokio::task::block_in_place(|| Engines::start(&runtime, &worker))?;
         let consumer = JobConsumer {
@@ -58,11 +58,17 @@ pub async fn run(
             options: ConsumerOptions::from(&worker),
         };
         let rx = stopped.clone();
-        tasks.spawn(async move { consumer.run(shutdown::stopped(rx)).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            consumer.run(shutdown::stopped(rx)).await;
+            Ok(())
+        });
     }
     let sender = CallbackSender::new(app_state.clone());
     let rx = stopped.clone();
-    tasks.spawn(async move { sender.run(shutdown::stopped(rx)).await.map_err(anyhow::Error::from) });
+    tasks.spawn(async move {
+        sender.run(shutdown::stopped(rx)).await;
+        Ok(())
+    });
     let dispatcher = crate::serve::dispatcher(&file, queue.clone());
     let rx = stopped.clone();
     tasks.spawn(async move {

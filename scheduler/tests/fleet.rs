@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::broker::PrivateBroker;
 use support::{signal, Fleet, FleetOptions, ACME, GLOBEX};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -388,4 +389,44 @@ async fn callbacks_are_signed_and_retried() {
         assert_eq!(payload["request"]["status"], "succeeded");
     }
     fleet.cleanup_amqp().await;
+}
+
+/// Issue 19's broker fault, once (`make faults` repeats it): RabbitMQ's application stopped for a
+/// few seconds mid-backlog, on a node of the test's own. The scheduler says not-ready meanwhile;
+/// the scheduler, its dispatcher and the worker reconnect by themselves; every job ends once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_backlog_loses_nothing_and_everyone_reconnects() {
+    let broker = PrivateBroker::start();
+    let mut fleet = Fleet::start(FleetOptions { amqp_url: broker.url(), ..FleetOptions::default() }).await;
+    fleet.start_worker();
+    fleet.wait_worker_ready(0).await;
+    // Jobs long enough (24 steps) that the backlog outlasts the two seconds `stop_app` takes.
+    let body =
+        json!({"prompts": ["a red dress", "a navy coat"], "images_per_prompt": 8, "steps": 24, "priority": "batch"});
+    let id = fleet.submit("/v1/generations", body).await;
+    fleet.wait_for(&id, LONG, "a few jobs done", |v| v["progress"]["jobs_finished"].as_u64() >= Some(2)).await;
+
+    broker.stop_app();
+    assert_eq!(fleet.readiness().await, Some(503), "not ready while the broker is away\n{}", fleet.logs());
+    let (_, during) = fleet.get(&format!("/v1/requests/{id}"), ACME).await;
+    let finished = during["progress"]["jobs_finished"].as_u64().unwrap();
+    println!("broker stopped with {finished} of 16 jobs finished");
+    assert!(finished < 16, "the fault must hit a backlog in flight: {during}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.start_app();
+
+    let view = fleet.wait_final(&id, LONG).await;
+    assert_eq!(view["status"], "succeeded", "{view}\n{}", fleet.logs());
+    let keys: std::collections::HashSet<_> = jobs(&view).iter().map(|j| j["images"][0]["key"].clone()).collect();
+    assert_eq!(keys.len(), 16, "16 jobs, 16 images: {view}");
+    assert!(fleet.workers[0].try_wait().unwrap().is_none(), "the worker kept running\n{}", fleet.logs());
+
+    // The scheduler took the broker back too: ready again, and a new request goes through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fleet.readiness().await != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "not ready again after the broker came back\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = fleet.submit("/v1/generations", json!({"prompts": ["a wool scarf"], "steps": 2})).await;
+    assert_eq!(fleet.wait_final(&again, LONG).await["status"], "succeeded", "{}", fleet.logs());
 }

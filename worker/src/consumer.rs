@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use sha2::Digest;
 use tracing::Instrument;
 
 use rapid_fleet::jobs::{event, final_event, notify_if_request_done, queued_record, BackendError};
-use rapid_fleet::queue::{priority_level, Delivery, Queue, Topic};
+use rapid_fleet::queue::{priority_level, Delivery, Queue, QueueError, Resubscribe, Topic};
 use rapid_fleet::state::{now_ms, StateError, StateStore};
 use rapid_fleet::storage::{image_key, Object, ObjectStore};
 
@@ -75,20 +76,37 @@ struct Admitted {
 
 impl JobConsumer {
     /// Consumes until `shutdown` resolves, then stops taking work, lets the jobs in hand finish
-    /// within the grace period (or requeues them), and returns.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), BackendError> {
+    /// within the grace period (or requeues them), and returns. When the broker or the state
+    /// store fails (a RabbitMQ restart, a dropped connection), the jobs in hand go back to the
+    /// queue with the dead channel, and the worker consumes again after a back-off, instead of
+    /// exiting: it heals when the broker does.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut resubscribe = Resubscribe::default();
+        loop {
+            resubscribe.subscribing();
+            let Err(error) = self.consume(&mut shutdown).await else { return };
+            let pause = resubscribe.failed();
+            tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "jobs: the broker failed; subscribing again after a pause");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// One subscription: until `shutdown` (`Ok`) or a backend failure (`Err`).
+    async fn consume<F: Future<Output = ()>>(&self, shutdown: &mut Pin<&mut F>) -> Result<(), BackendError> {
         // A batch is made of unacknowledged deliveries, so the broker must hand out at least that many.
         let prefetch = self.options.prefetch.max(u16::try_from(self.options.max_batch).unwrap_or(u16::MAX));
         let mut consumer = self.queue.consume(Topic::Jobs, prefetch).await?;
-        tokio::pin!(shutdown);
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => break,
             };
             let Some(delivery) = delivery else {
-                tracing::warn!("the broker closed the job stream");
-                break;
+                return Err(QueueError::StreamClosed.into());
             };
             let mut deliveries = vec![delivery?];
             // Take what is already waiting, for a short window only: a batch must never make a
@@ -104,7 +122,7 @@ impl JobConsumer {
             tokio::pin!(handling);
             tokio::select! {
                 result = &mut handling => result?,
-                () = &mut shutdown => {
+                () = shutdown.as_mut() => {
                     tracing::info!(grace_s = self.options.shutdown_grace.as_secs(), "shutting down: finishing the jobs in hand");
                     consumer.stop().await?;
                     if tokio::time::timeout(self.options.shutdown_grace, &mut handling).await.is_err() {
@@ -180,7 +198,8 @@ impl JobConsumer {
                 self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
                 delivery.ack().await?;
             }
-            // Broker or Redis unreachable: stop; the unacknowledged job returns to the queue.
+            // Broker or Redis unreachable: give up this subscription (`run` consumes again after a
+            // pause); the unacknowledged job returns to the queue.
             Err(e) => return Err(e),
         }
         Ok(())

@@ -47,7 +47,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             options: ConsumerOptions::from(&file.worker),
         };
         tracing::info!("waiting for jobs");
-        consumer.run(rapid_fleet::shutdown::signal()).await?;
+        consumer.run(rapid_fleet::shutdown::signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -32,7 +32,7 @@ struct Harness {
     state: StateStore,
     store_root: PathBuf,
     stop: watch::Sender<bool>,
-    worker: tokio::task::JoinHandle<Result<(), rapid_fleet::jobs::BackendError>>,
+    worker: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -134,7 +134,7 @@ progress_interval_ms = 10
 
     async fn shut_down(self) {
         self.stop.send_replace(true);
-        self.worker.await.unwrap().unwrap();
+        self.worker.await.unwrap();
     }
 }
 
@@ -272,7 +272,7 @@ async fn shutdown_lets_the_job_in_hand_finish_within_the_grace_period() {
     fleet.wait_for(&job, |s| s == JobStatus::Running).await;
     fleet.stop.send_replace(true);
     let (state, path) = (fleet.state.clone(), fleet.image_path(&job));
-    fleet.worker.await.unwrap().unwrap();
+    fleet.worker.await.unwrap();
     let record = state.job(&job.id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Succeeded, "{record:?}");
     assert!(path.exists());
@@ -286,7 +286,7 @@ async fn shutdown_past_the_grace_period_requeues_the_job_in_hand() {
     fleet.stop.send_replace(true);
     let (state, fleet_queue) = (fleet.state.clone(), fleet.queue.clone());
     let queue = Queue::Memory(fleet_queue.clone());
-    fleet.worker.await.unwrap().unwrap();
+    fleet.worker.await.unwrap();
     let record = state.job(&job.id).await.unwrap().unwrap();
     assert_eq!(record.status, JobStatus::Queued, "handed back, not failed");
     assert_eq!(queue.depth(Topic::Jobs).await.unwrap(), 1, "the delivery went back to the queue");

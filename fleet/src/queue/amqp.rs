@@ -8,6 +8,8 @@
 //! - `{p}.{topic}.dead` — messages that cannot be processed, with the reason in the
 //!   `x-rapid-reason` header.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,41 +25,92 @@ use super::{Lane, QueueError, Topic};
 
 const MAX_PRIORITY: i32 = 9;
 
+/// How long one attempt to reach the broker may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on the broker that outlives its connection: when RabbitMQ restarts or the network
+/// drops, the next operation connects again (declaring the topology again) instead of failing
+/// for good. Operations during the outage fail with the broker's error; callers back off and
+/// retry (the worker's and the callback sender's loops, the dispatcher), and `/readyz` reports
+/// not-ready meanwhile.
 #[derive(Clone)]
 pub struct AmqpQueue {
-    connection: std::sync::Arc<Connection>,
-    publisher: Channel,
-    prefix: String,
-    lanes: std::sync::Arc<Lanes>,
+    shared: Arc<Shared>,
 }
 
-#[derive(Default)]
-struct Lanes {
-    /// Lanes this process has declared already: a lane is declared once, on its first publish.
-    declared: std::sync::Mutex<std::collections::HashSet<String>>,
-    published: tokio::sync::Notify,
+struct Shared {
+    url: String,
+    prefix: String,
+    /// The live connection, `None` until the first connect; replaced when found dead.
+    link: tokio::sync::Mutex<Option<Link>>,
+    /// Lanes declared on the current connection: a lane is declared once, on its first publish.
+    declared_lanes: std::sync::Mutex<HashSet<String>>,
+    lane_published: tokio::sync::Notify,
+}
+
+/// One connection with its publishing channel (publisher confirms on).
+#[derive(Clone)]
+struct Link {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+impl Link {
+    fn is_alive(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
 }
 
 impl AmqpQueue {
+    /// Connects once, so a wrong URL or a broker that is down fails at start-up.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, QueueError> {
-        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-        let publisher = connection.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         let queue = Self {
-            connection: std::sync::Arc::new(connection),
-            publisher,
-            prefix: prefix.to_owned(),
-            lanes: Default::default(),
+            shared: Arc::new(Shared {
+                url: url.to_owned(),
+                prefix: prefix.to_owned(),
+                link: tokio::sync::Mutex::new(None),
+                declared_lanes: Default::default(),
+                lane_published: Default::default(),
+            }),
         };
-        for topic in [Topic::Jobs, Topic::Callbacks] {
-            queue.declare(&queue.main(topic), main_arguments()).await?;
-            queue.declare(&queue.dead(topic), FieldTable::default()).await?;
-        }
+        queue.link().await?;
         Ok(queue)
     }
 
+    /// The live link, connecting again when the last one died.
+    async fn link(&self) -> Result<Link, QueueError> {
+        let mut current = self.shared.link.lock().await;
+        if let Some(link) = current.as_ref().filter(|link| link.is_alive()) {
+            return Ok(link.clone());
+        }
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
+            .await
+            .map_err(|_| QueueError::Timeout { seconds: CONNECT_TIMEOUT.as_secs() })??;
+        if current.is_some() {
+            tracing::info!("reconnected to RabbitMQ");
+        }
+        self.lanes_declared().clear();
+        *current = Some(link.clone());
+        Ok(link)
+    }
+
+    async fn open(&self) -> Result<Link, QueueError> {
+        let connection = Connection::connect(&self.shared.url, ConnectionProperties::default()).await?;
+        let publisher = connection.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        for topic in [Topic::Jobs, Topic::Callbacks] {
+            declare_on(&publisher, &self.main(topic), main_arguments()).await?;
+            declare_on(&publisher, &self.dead(topic), FieldTable::default()).await?;
+        }
+        Ok(Link { connection: Arc::new(connection), publisher })
+    }
+
+    fn lanes_declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.shared.declared_lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn main(&self, topic: Topic) -> String {
-        format!("{}.{}", self.prefix, topic.name())
+        format!("{}.{}", self.shared.prefix, topic.name())
     }
 
     fn dead(&self, topic: Topic) -> String {
@@ -65,20 +118,18 @@ impl AmqpQueue {
     }
 
     fn lane(&self, lane: &Lane) -> String {
-        format!("{}.{}", self.prefix, lane.name())
+        format!("{}.{}", self.shared.prefix, lane.name())
     }
 
     /// Declares (idempotently) and returns the messages waiting.
     async fn declare(&self, name: &str, arguments: FieldTable) -> Result<u32, QueueError> {
-        let options = QueueDeclareOptions { durable: true, ..Default::default() };
-        Ok(self.publisher.queue_declare(name, options, arguments).await?.message_count())
+        declare_on(&self.link().await?.publisher, name, arguments).await
     }
 
     async fn declare_lane(&self, name: &str) -> Result<(), QueueError> {
-        let declared = || self.lanes.declared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !declared().contains(name) {
+        if !self.lanes_declared().contains(name) {
             self.declare(name, FieldTable::default()).await?;
-            declared().insert(name.to_owned());
+            self.lanes_declared().insert(name.to_owned());
         }
         Ok(())
     }
@@ -87,12 +138,12 @@ impl AmqpQueue {
         let name = self.lane(lane);
         self.declare_lane(&name).await?;
         self.send(&name, body, BasicProperties::default()).await?;
-        self.lanes.published.notify_one();
+        self.shared.lane_published.notify_one();
         Ok(())
     }
 
     pub(super) fn lane_published(&self) -> &tokio::sync::Notify {
-        &self.lanes.published
+        &self.shared.lane_published
     }
 
     /// Declares the lane rather than looking passively: a passive look at a lane nobody has
@@ -109,13 +160,14 @@ impl AmqpQueue {
             self.declare_lane(&name).await?;
             names.push(name);
         }
-        Ok(AmqpLaneReader { channel: self.connection.create_channel().await?, names })
+        Ok(AmqpLaneReader { channel: self.link().await?.connection.create_channel().await?, names })
     }
 
     async fn send(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), QueueError> {
         let properties = properties.with_delivery_mode(2).with_content_type(ShortString::from("application/json"));
+        let publisher = self.link().await?.publisher;
         let confirm =
-            self.publisher.basic_publish("", queue, BasicPublishOptions::default(), body, properties).await?.await?;
+            publisher.basic_publish("", queue, BasicPublishOptions::default(), body, properties).await?.await?;
         if confirm.is_nack() {
             return Err(QueueError::Nacked { queue: queue.to_owned() });
         }
@@ -150,7 +202,7 @@ impl AmqpQueue {
     }
 
     pub(super) async fn consume(&self, topic: Topic, prefetch: u16) -> Result<AmqpConsumer, QueueError> {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.link().await?.connection.create_channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer =
             channel.basic_consume(&self.main(topic), "", BasicConsumeOptions::default(), FieldTable::default()).await?;
@@ -159,16 +211,14 @@ impl AmqpQueue {
 
     pub(super) async fn depth(&self, topic: Topic) -> Result<u32, QueueError> {
         let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-        let queue = self.publisher.queue_declare(&self.main(topic), options, main_arguments()).await?;
+        let queue = self.link().await?.publisher.queue_declare(&self.main(topic), options, main_arguments()).await?;
         Ok(queue.message_count())
     }
+}
 
-    /// Messages waiting in a topic's dead-letter queue.
-    pub async fn dead_depth(&self, topic: Topic) -> Result<u32, QueueError> {
-        let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-        let queue = self.publisher.queue_declare(&self.dead(topic), options, FieldTable::default()).await?;
-        Ok(queue.message_count())
-    }
+async fn declare_on(channel: &Channel, name: &str, arguments: FieldTable) -> Result<u32, QueueError> {
+    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    Ok(channel.queue_declare(name, options, arguments).await?.message_count())
 }
 
 fn main_arguments() -> FieldTable {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rapid_proto::Priority;
 
 use super::amqp::AmqpLaneReader;
-use super::{priority_level, FairShare, Lane, MemoryQueue, Queue, QueueError, Topic};
+use super::{priority_level, FairShare, Lane, MemoryQueue, Queue, QueueError, Resubscribe, Topic};
 
 /// How often a full `jobs` queue is looked at again: about a job's time on a fast worker.
 const FULL_POLL: Duration = Duration::from_millis(20);
@@ -23,8 +23,6 @@ const FULL_POLL: Duration = Duration::from_millis(20);
 /// arrives, rarely on a quiet fleet. A publish into a lane by this process wakes the dispatcher
 /// at once; one by another scheduler replica waits for the poll.
 const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(250));
-/// Wait after a broker error before trying again.
-const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Dispatcher {
     queue: Queue,
@@ -60,6 +58,7 @@ impl Dispatcher {
         tokio::pin!(stop);
         let mut idle = IDLE_POLL.0;
         let mut reader = None;
+        let mut resubscribe = Resubscribe::default();
         loop {
             // A round is never cut short by `stop`: it ends within `ready_jobs` moves, and a move
             // cut between its publish and its ack would leave a second copy behind.
@@ -75,9 +74,11 @@ impl Dispatcher {
                     Duration::ZERO
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "dispatcher: the broker failed; trying again");
+                    let pause = resubscribe.failed();
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "dispatcher: the broker failed; trying again after a pause");
                     reader = None;
-                    ERROR_PAUSE
+                    resubscribe.subscribing();
+                    pause
                 }
             };
             tokio::select! {

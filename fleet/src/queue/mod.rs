@@ -14,6 +14,7 @@ mod amqp;
 mod dispatch;
 mod fair;
 mod memory;
+mod resubscribe;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use self::amqp::AmqpQueue;
 pub use self::dispatch::Dispatcher;
 pub use self::fair::FairShare;
 pub use self::memory::MemoryQueue;
+pub use self::resubscribe::Resubscribe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -30,6 +32,10 @@ pub enum QueueError {
     Amqp(#[from] lapin::Error),
     #[error("RabbitMQ refused to take a message on {queue} (negative publisher confirm); retry later")]
     Nacked { queue: String },
+    #[error("RabbitMQ closed the subscription (a broker restart or a deleted queue); consuming again")]
+    StreamClosed,
+    #[error("RabbitMQ did not answer within {seconds} s (is it running and `amqp.url` right?)")]
+    Timeout { seconds: u64 },
 }
 
 /// Which stream of messages.

@@ -14,10 +14,11 @@
 pub mod destination;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use rapid_fleet::queue::{Delivery, QueueError, Topic};
+use rapid_fleet::queue::{Delivery, QueueError, Resubscribe, Topic};
 use rapid_proto::RequestFinished;
 use serde::Serialize;
 use sha2::Sha256;
@@ -48,15 +49,31 @@ impl CallbackSender {
         Self { app, client }
     }
 
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), QueueError> {
-        let mut consumer = self.app.queue.consume(Topic::Callbacks, 4).await?;
+    /// Delivers callbacks until `shutdown`. When the broker fails, the callback in hand goes back
+    /// to the queue and the sender subscribes again after a back-off.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut resubscribe = Resubscribe::default();
+        loop {
+            resubscribe.subscribing();
+            let Err(error) = self.consume(&mut shutdown).await else { return };
+            let pause = resubscribe.failed();
+            tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "callbacks: the broker failed; subscribing again after a pause");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    async fn consume<F: Future<Output = ()>>(&self, shutdown: &mut Pin<&mut F>) -> Result<(), QueueError> {
+        let mut consumer = self.app.queue.consume(Topic::Callbacks, 4).await?;
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => break,
             };
-            let Some(delivery) = delivery else { break };
+            let Some(delivery) = delivery else { return Err(QueueError::StreamClosed) };
             self.handle(delivery?).await?;
         }
         consumer.stop().await.ok();

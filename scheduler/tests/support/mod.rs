@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod broker;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,7 @@ use serde_json::Value;
 
 pub const ACME: &str = "acme-test-key";
 pub const GLOBEX: &str = "globex-test-key";
+const SHARED_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The lanes of the two tenants, where new jobs wait for the dispatcher.
 const LANES: [&str; 4] = ["jobs.interactive.acme", "jobs.batch.acme", "jobs.interactive.globex", "jobs.batch.globex"];
 const S3_KEY: &str = "fleet-test";
@@ -69,6 +72,8 @@ pub struct FleetOptions {
     /// The tenants' `limits` tables, as inline TOML (`{ requests_per_minute = 2 }`).
     pub acme_limits: String,
     pub globex_limits: String,
+    /// The broker: the machine's RabbitMQ unless a test brings its own ([`broker::PrivateBroker`]).
+    pub amqp_url: String,
 }
 
 impl Default for FleetOptions {
@@ -85,6 +90,7 @@ impl Default for FleetOptions {
             presign_expiry_secs: 3600,
             acme_limits: "{}".into(),
             globex_limits: "{}".into(),
+            amqp_url: SHARED_BROKER.into(),
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct Fleet {
     pub config: PathBuf,
     pub prefix: String,
     pub base: String,
+    amqp_url: String,
     pub s3_port: u16,
     pub bucket: String,
     s3: Option<Child>,
@@ -124,7 +131,7 @@ impl Fleet {
         let config = format!(
             r#"
 [amqp]
-url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+url = "{amqp_url}"
 queue_prefix = "{prefix}"
 [redis]
 url = "redis://127.0.0.1:6379/0"
@@ -181,6 +188,7 @@ limits = {globex_limits}
             acme_limits = options.acme_limits,
             globex_limits = options.globex_limits,
             model = model.display(),
+            amqp_url = options.amqp_url,
             acme = hash(ACME),
             globex = hash(GLOBEX),
         );
@@ -193,6 +201,7 @@ limits = {globex_limits}
             config: config_path,
             prefix,
             base: format!("http://127.0.0.1:{http_port}"),
+            amqp_url: options.amqp_url.clone(),
             s3_port,
             bucket,
             workers: Vec::new(),
@@ -215,7 +224,6 @@ limits = {globex_limits}
         self.wait_ready().await;
     }
 
-    /// Kills the scheduler (SIGKILL: nothing of its memory survives) and starts a new one.
     /// Stops the scheduler as an orchestrator does (SIGTERM: it finishes what it is doing, the
     /// dispatcher's move in hand included) and starts it again.
     pub async fn restart_scheduler(&mut self) {
@@ -247,6 +255,12 @@ limits = {globex_limits}
             s3.kill().ok();
             s3.wait().ok();
         }
+    }
+
+    /// The status `/readyz` answers, or `None` when the scheduler does not answer at all.
+    pub async fn readiness(&self) -> Option<u16> {
+        let response = self.http.get(format!("{}/readyz", self.base)).send().await.ok()?;
+        Some(response.status().as_u16())
     }
 
     async fn wait_ready(&self) {
@@ -365,9 +379,7 @@ limits = {globex_limits}
 
     pub async fn amqp(&self) -> lapin::Channel {
         let connection =
-            lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
         connection.create_channel().await.unwrap()
     }
 
