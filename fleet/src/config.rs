@@ -36,11 +36,53 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// `amqp://user:password@host:port/vhost` (`%2f` is the default vhost).
-    pub url: String,
+    /// `amqp://user:password@host:port/vhost` (`%2f` is the default vhost), or a list of the
+    /// nodes of a cluster: a (re)connection tries them in turn, starting after the last one used.
+    pub url: BrokerUrls,
     /// Prefix of every queue name, so several fleets can share one broker.
     #[serde(default = "default_prefix")]
     pub queue_prefix: String,
+    /// `classic` (one node's queues, with message priorities) or `quorum` (replicated over a
+    /// cluster's nodes; RabbitMQ before 4.0 has no priorities there, so interactive-first then
+    /// comes from the dispatcher's lanes alone).
+    #[serde(default)]
+    pub queue_type: QueueType,
+}
+
+/// One broker URL or several, checked non-empty when the file loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "OneOrMany")]
+pub struct BrokerUrls(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<OneOrMany> for BrokerUrls {
+    type Error = String;
+
+    fn try_from(value: OneOrMany) -> Result<Self, String> {
+        let urls = match value {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        };
+        if urls.is_empty() {
+            return Err("amqp.url needs at least one URL".into());
+        }
+        Ok(Self(urls))
+    }
+}
+
+/// The kind of RabbitMQ queue every queue of the fleet is declared as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
 }
 
 /// Redis, the source of truth for request and job state.
@@ -86,4 +128,40 @@ fn default_presign_secs() -> u64 {
 }
 fn default_ttl_secs() -> u64 {
     86_400
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct OnlyAmqp {
+        amqp: AmqpConfig,
+    }
+
+    fn load_amqp(section: &str) -> Result<AmqpConfig, ConfigError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("[amqp]\n{section}\n")).unwrap();
+        load::<OnlyAmqp>(file.path()).map(|loaded| loaded.amqp)
+    }
+
+    #[test]
+    fn the_broker_is_one_url_or_a_list_of_nodes_and_classic_by_default() {
+        let one = load_amqp(r#"url = "amqp://a/%2f""#).unwrap();
+        assert_eq!((one.url.0, one.queue_type), (vec!["amqp://a/%2f".to_owned()], QueueType::Classic));
+        let cluster = load_amqp(
+            r#"url = ["amqp://a/%2f", "amqp://b/%2f"]
+queue_type = "quorum""#,
+        )
+        .unwrap();
+        assert_eq!((cluster.url.0.len(), cluster.queue_type), (2, QueueType::Quorum));
+    }
+
+    #[test]
+    fn an_empty_node_list_or_an_unknown_queue_type_fails_at_load() {
+        let error = load_amqp("url = []").unwrap_err().to_string();
+        assert!(error.contains("at least one URL"), "{error}");
+        let error = load_amqp("url = \"amqp://a\"\nqueue_type = \"mirrored\"").unwrap_err().to_string();
+        assert!(error.contains("mirrored"), "{error}");
+    }
 }

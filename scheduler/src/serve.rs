@@ -44,7 +44,7 @@ pub async fn run(file: SchedulerFile, listen: SocketAddr) -> Result<()> {
     let amqp = file.amqp.as_ref().context("`serve` needs an [amqp] section (or use `standalone`)")?;
     let redis = file.redis.as_ref().context("`serve` needs a [redis] section (or use `standalone`)")?;
     let s3 = file.s3.as_ref().context("`serve` needs an [s3] section (or use `standalone`)")?;
-    let queue = Queue::Amqp(AmqpQueue::connect(&amqp.url, &amqp.queue_prefix).await?);
+    let queue = Queue::Amqp(AmqpQueue::connect(amqp).await?);
     let ttl = Duration::from_secs(redis.finished_ttl_secs);
     let state = StateStore::Redis(RedisState::connect(&redis.url, &redis.key_prefix, ttl).await?);
     let store = ObjectStore::S3(S3Store::connect(s3).await?);

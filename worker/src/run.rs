@@ -35,7 +35,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The engine runs on blocking threads; the async side only does I/O.
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async {
-        let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp.url, &file.amqp.queue_prefix).await?);
+        let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp).await?);
         let ttl = Duration::from_secs(file.redis.finished_ttl_secs);
         let state = StateStore::Redis(RedisState::connect(&file.redis.url, &file.redis.key_prefix, ttl).await?);
         let store = ObjectStore::S3(S3Store::connect(&file.s3).await?);

@@ -1,5 +1,7 @@
-//! RabbitMQ topology, declared idempotently by whoever connects first:
-//! - `{p}.{topic}` — durable, `x-max-priority` 9, persistent messages;
+//! RabbitMQ topology, declared idempotently by whoever connects first, every queue durable and of
+//! the configured type (`amqp.queue_type`: classic, or quorum, replicated over a cluster):
+//! - `{p}.{topic}` — persistent messages, `x-max-priority` 9 on classic queues (quorum queues
+//!   before RabbitMQ 4.0 have no priorities; the dispatcher's lanes still serve interactive first);
 //! - `{p}.jobs.{interactive|batch}.{tenant}` — a tenant's lanes: durable FIFO queues where new
 //!   jobs wait for the dispatcher, declared by the first publisher or dispatcher that names them;
 //! - `{p}.{topic}.retry.{ms}` — one durable queue per back-off delay: messages wait there for
@@ -22,6 +24,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::{Lane, QueueError, Topic};
+use crate::config::{AmqpConfig, QueueType};
 
 const MAX_PRIORITY: i32 = 9;
 
@@ -39,10 +42,13 @@ pub struct AmqpQueue {
 }
 
 struct Shared {
-    url: String,
+    urls: Vec<String>,
     prefix: String,
+    queue_type: QueueType,
     /// The live connection, `None` until the first connect; replaced when found dead.
     link: tokio::sync::Mutex<Option<Link>>,
+    /// Which of `urls` the next connection tries first: the one after the last that answered.
+    next_url: std::sync::atomic::AtomicUsize,
     /// Lanes declared on the current connection: a lane is declared once, on its first publish.
     declared_lanes: std::sync::Mutex<HashSet<String>>,
     lane_published: tokio::sync::Notify,
@@ -63,12 +69,14 @@ impl Link {
 
 impl AmqpQueue {
     /// Connects once, so a wrong URL or a broker that is down fails at start-up.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, QueueError> {
+    pub async fn connect(config: &AmqpConfig) -> Result<Self, QueueError> {
         let queue = Self {
             shared: Arc::new(Shared {
-                url: url.to_owned(),
-                prefix: prefix.to_owned(),
+                urls: config.url.0.clone(),
+                prefix: config.queue_prefix.clone(),
+                queue_type: config.queue_type,
                 link: tokio::sync::Mutex::new(None),
+                next_url: Default::default(),
                 declared_lanes: Default::default(),
                 lane_published: Default::default(),
             }),
@@ -83,9 +91,7 @@ impl AmqpQueue {
         if let Some(link) = current.as_ref().filter(|link| link.is_alive()) {
             return Ok(link.clone());
         }
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
-            .await
-            .map_err(|_| QueueError::Timeout { seconds: CONNECT_TIMEOUT.as_secs() })??;
+        let link = self.open_any().await?;
         if current.is_some() {
             tracing::info!("reconnected to RabbitMQ");
         }
@@ -94,15 +100,50 @@ impl AmqpQueue {
         Ok(link)
     }
 
-    async fn open(&self) -> Result<Link, QueueError> {
-        let connection = Connection::connect(&self.shared.url, ConnectionProperties::default()).await?;
+    /// Tries each configured node in turn, from the one after the last that answered (so a
+    /// cluster's clients move on from a node that went away); the last error if none answers.
+    async fn open_any(&self) -> Result<Link, QueueError> {
+        let urls = &self.shared.urls;
+        let first = self.shared.next_url.load(std::sync::atomic::Ordering::Relaxed);
+        let mut failure = None;
+        for index in (first..first + urls.len()).map(|i| i % urls.len()) {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.open(&urls[index])).await {
+                Ok(Ok(link)) => {
+                    self.shared.next_url.store(index + 1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(link);
+                }
+                Ok(Err(error)) => failure = Some(error),
+                Err(_) => failure = Some(QueueError::Timeout { seconds: CONNECT_TIMEOUT.as_secs() }),
+            }
+        }
+        Err(failure.expect("amqp.url holds at least one URL"))
+    }
+
+    async fn open(&self, url: &str) -> Result<Link, QueueError> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         for topic in [Topic::Jobs, Topic::Callbacks] {
-            declare_on(&publisher, &self.main(topic), main_arguments()).await?;
-            declare_on(&publisher, &self.dead(topic), FieldTable::default()).await?;
+            declare_on(&publisher, &self.main(topic), self.arguments(true)).await?;
+            declare_on(&publisher, &self.dead(topic), self.arguments(false)).await?;
         }
         Ok(Link { connection: Arc::new(connection), publisher })
+    }
+
+    /// Queue arguments of the configured type; `priority` asks for message priorities, which
+    /// only classic queues have.
+    fn arguments(&self, priority: bool) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        match self.shared.queue_type {
+            QueueType::Classic if priority => {
+                arguments.insert("x-max-priority".into(), AMQPValue::LongInt(MAX_PRIORITY));
+            }
+            QueueType::Classic => {}
+            QueueType::Quorum => {
+                arguments.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+            }
+        }
+        arguments
     }
 
     fn lanes_declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -128,7 +169,7 @@ impl AmqpQueue {
 
     async fn declare_lane(&self, name: &str) -> Result<(), QueueError> {
         if !self.lanes_declared().contains(name) {
-            self.declare(name, FieldTable::default()).await?;
+            self.declare(name, self.arguments(false)).await?;
             self.lanes_declared().insert(name.to_owned());
         }
         Ok(())
@@ -149,7 +190,7 @@ impl AmqpQueue {
     /// Declares the lane rather than looking passively: a passive look at a lane nobody has
     /// declared yet would close the publishing channel.
     pub(super) async fn lane_depth(&self, lane: &Lane) -> Result<u32, QueueError> {
-        self.declare(&self.lane(lane), FieldTable::default()).await
+        self.declare(&self.lane(lane), self.arguments(false)).await
     }
 
     /// A channel of its own for taking jobs out of lanes, with every lane declared.
@@ -187,7 +228,7 @@ impl AmqpQueue {
     ) -> Result<(), QueueError> {
         let millis = delay.as_millis().clamp(1, i32::MAX as u128) as i32;
         let retry = format!("{}.retry.{millis}", self.main(topic));
-        let mut arguments = FieldTable::default();
+        let mut arguments = self.arguments(false);
         arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(millis));
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
         arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(self.main(topic))));
@@ -211,20 +252,19 @@ impl AmqpQueue {
 
     pub(super) async fn depth(&self, topic: Topic) -> Result<u32, QueueError> {
         let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-        let queue = self.link().await?.publisher.queue_declare(&self.main(topic), options, main_arguments()).await?;
+        // A passive declare only looks; the arguments are not compared.
+        let queue =
+            self.link().await?.publisher.queue_declare(&self.main(topic), options, FieldTable::default()).await?;
         Ok(queue.message_count())
     }
 }
 
 async fn declare_on(channel: &Channel, name: &str, arguments: FieldTable) -> Result<u32, QueueError> {
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
-    Ok(channel.queue_declare(name, options, arguments).await?.message_count())
-}
-
-fn main_arguments() -> FieldTable {
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-max-priority".into(), AMQPValue::LongInt(MAX_PRIORITY));
-    arguments
+    match channel.queue_declare(name, options, arguments).await {
+        Ok(queue) => Ok(queue.message_count()),
+        Err(source) => Err(QueueError::Declare { queue: name.to_owned(), source }),
+    }
 }
 
 /// Takes jobs out of the lanes, one `basic.get` at a time, each acknowledged only once the

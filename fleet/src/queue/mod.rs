@@ -32,6 +32,11 @@ pub enum QueueError {
     Amqp(#[from] lapin::Error),
     #[error("RabbitMQ refused to take a message on {queue} (negative publisher confirm); retry later")]
     Nacked { queue: String },
+    #[error(
+        "RabbitMQ refused to declare {queue}: {source} (a queue that exists with other arguments, such as a classic \
+         queue when amqp.queue_type is quorum, must be drained and deleted first, or use another amqp.queue_prefix)"
+    )]
+    Declare { queue: String, source: lapin::Error },
     #[error("RabbitMQ closed the subscription (a broker restart or a deleted queue); consuming again")]
     StreamClosed,
     #[error("RabbitMQ did not answer within {seconds} s (is it running and `amqp.url` right?)")]

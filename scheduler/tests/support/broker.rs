@@ -17,7 +17,27 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub fn start() -> Self {
+        Self::start_with_cookie(&format!("rapid-test-cookie-{}", free_port()))
+    }
+
+    /// `size` nodes joined into one cluster (node 0 first); they share an Erlang cookie.
+    pub fn cluster(size: usize) -> Vec<Self> {
+        let cookie = format!("rapid-test-cookie-{}", free_port());
+        let nodes: Vec<_> = (0..size).map(|_| Self::start_with_cookie(&cookie)).collect();
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]);
+            node.ctl(&["join_cluster", &nodes[0].node]);
+            node.start_app();
+        }
+        nodes
+    }
+
+    fn start_with_cookie(cookie: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        // Erlang reads the cookie from `$HOME/.erlang.cookie` and refuses one others may read.
+        let cookie_file = dir.path().join(".erlang.cookie");
+        std::fs::write(&cookie_file, cookie).unwrap();
+        std::fs::set_permissions(&cookie_file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
         let port = free_port();
         let node = format!("rapid-test-{port}@localhost");
         std::fs::write(dir.path().join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
@@ -68,6 +88,11 @@ impl PrivateBroker {
         self.ctl(&["stop_app"]);
     }
 
+    /// Stops the whole node, as a machine that went away.
+    pub fn stop(&self) {
+        self.ctl(&["stop"]);
+    }
+
     pub fn start_app(&self) {
         self.ctl(&["start_app"]);
         self.await_startup();
@@ -107,7 +132,8 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        if !self.rabbitmqctl(&["stop"]).status.success() {
+        // A node stopped by the test already answers nothing; that is fine.
+        if !self.rabbitmqctl(&["stop"]).status.success() && self.rabbitmqctl(&["ping"]).status.success() {
             eprintln!("could not stop the private RabbitMQ node {}", self.node);
         }
         // Let the node release its files before the folder is removed.

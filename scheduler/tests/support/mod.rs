@@ -72,8 +72,11 @@ pub struct FleetOptions {
     /// The tenants' `limits` tables, as inline TOML (`{ requests_per_minute = 2 }`).
     pub acme_limits: String,
     pub globex_limits: String,
-    /// The broker: the machine's RabbitMQ unless a test brings its own ([`broker::PrivateBroker`]).
-    pub amqp_url: String,
+    /// The broker's nodes: the machine's RabbitMQ unless a test brings its own
+    /// ([`broker::PrivateBroker`]).
+    pub amqp_urls: Vec<String>,
+    /// `amqp.queue_type`.
+    pub queue_type: &'static str,
 }
 
 impl Default for FleetOptions {
@@ -90,7 +93,8 @@ impl Default for FleetOptions {
             presign_expiry_secs: 3600,
             acme_limits: "{}".into(),
             globex_limits: "{}".into(),
-            amqp_url: SHARED_BROKER.into(),
+            amqp_urls: vec![SHARED_BROKER.into()],
+            queue_type: "classic",
         }
     }
 }
@@ -100,7 +104,7 @@ pub struct Fleet {
     pub config: PathBuf,
     pub prefix: String,
     pub base: String,
-    amqp_url: String,
+    amqp_urls: Vec<String>,
     pub s3_port: u16,
     pub bucket: String,
     s3: Option<Child>,
@@ -131,8 +135,9 @@ impl Fleet {
         let config = format!(
             r#"
 [amqp]
-url = "{amqp_url}"
+url = {amqp_urls:?}
 queue_prefix = "{prefix}"
+queue_type = "{queue_type}"
 [redis]
 url = "redis://127.0.0.1:6379/0"
 key_prefix = "{prefix}"
@@ -188,7 +193,8 @@ limits = {globex_limits}
             acme_limits = options.acme_limits,
             globex_limits = options.globex_limits,
             model = model.display(),
-            amqp_url = options.amqp_url,
+            amqp_urls = options.amqp_urls,
+            queue_type = options.queue_type,
             acme = hash(ACME),
             globex = hash(GLOBEX),
         );
@@ -201,7 +207,7 @@ limits = {globex_limits}
             config: config_path,
             prefix,
             base: format!("http://127.0.0.1:{http_port}"),
-            amqp_url: options.amqp_url.clone(),
+            amqp_urls: options.amqp_urls.clone(),
             s3_port,
             bucket,
             workers: Vec::new(),
@@ -377,10 +383,14 @@ limits = {globex_limits}
         listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
     }
 
+    /// A channel on the first of the broker's nodes that answers.
     pub async fn amqp(&self) -> lapin::Channel {
-        let connection =
-            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
-        connection.create_channel().await.unwrap()
+        for url in &self.amqp_urls {
+            if let Ok(connection) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await {
+                return connection.create_channel().await.unwrap();
+            }
+        }
+        panic!("no RabbitMQ node of {:?} answers", self.amqp_urls)
     }
 
     /// Messages waiting in one of this fleet's queues (`jobs`, `jobs.dead`, …).
