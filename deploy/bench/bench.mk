@@ -3,7 +3,7 @@
 # deploy/bench/; deploy/bench/README.md says what each measures and holds the headline numbers.
 # `setup` and `fixtures-env` are the top-level Makefile's.
 
-.PHONY: bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session \
+.PHONY: bench-load bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session \
 	bench-openvino bench-providers bench-startup bench-precision gpu-payload
 
 ## The speed benchmark: the worker against diffusers' ONNX pipeline and PyTorch eager on the paper's
@@ -22,6 +22,12 @@ bench-winograd: setup fixtures-env
 	test -e $(WINOGRAD_MODEL)/unet/model.onnx || .venv-fixtures/bin/python deploy/export/winograd.py \
 		--model .cache/models/table6 --out $(WINOGRAD_MODEL) --min-size $(WINOGRAD_MIN_SIZE)
 	.venv-fixtures/bin/python deploy/bench/speed/bench.py --worker-model $(WINOGRAD_MODEL) $(BENCH_ARGS)
+
+## The fleet's own overhead on loopback, no worker: jobs enqueued/s, submit latency, dispatches/s
+## → deploy/bench/load/LOAD.md. About 2 minutes.
+bench-load: setup services
+	cargo build --release -p rapid-scheduler
+	python3 deploy/bench/load/load.py $(LOAD_ARGS)
 
 ## Images per hour of one worker under a backlog, cross-request batching off and on
 ## → deploy/bench/throughput/THROUGHPUT.md. About 10 minutes.

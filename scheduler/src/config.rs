@@ -68,6 +68,10 @@ pub struct SchedulerConfig {
     /// (every 20 ms), few enough that a tenant arriving late waits behind few jobs.
     #[serde(default = "default_dispatch_ready_jobs")]
     pub dispatch_ready_jobs: u32,
+    /// Backpressure: while this many jobs or more wait (ready plus in the lanes), submits get 429
+    /// with `Retry-After`. Absent: no limit.
+    #[serde(default)]
+    pub max_waiting_jobs: Option<u32>,
 }
 
 /// Blocked prompt terms. Matching ignores case and character width (NFKC, then lower case):

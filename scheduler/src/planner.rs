@@ -30,6 +30,8 @@ impl PlanError {
 pub struct Plan {
     pub record: RequestRecord,
     pub jobs: Vec<Job>,
+    /// The request's class, which each of its jobs carries.
+    pub priority: Priority,
 }
 
 /// One prompt and how many images of it.
@@ -144,7 +146,7 @@ pub fn plan(
         callback_url: params.callback_url.clone(),
         created_ms: now_ms(),
     };
-    Ok(Plan { record, jobs })
+    Ok(Plan { record, jobs, priority })
 }
 
 /// Checks a prompt's length in characters and bytes and that it has text, naming the field.
@@ -192,26 +194,24 @@ fn check_callback_url(url: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Records the request (every job queued), then publishes each job into its tenant's lane (the
-/// dispatcher moves it on to the workers by fair share) with a publisher confirm. If
-/// the broker fails part-way, the jobs that were not published are marked failed, so the request
-/// still ends and nothing waits forever for a job that was never queued.
+/// Records the request (every job queued), then publishes its jobs into the tenant's lane (the
+/// dispatcher moves them on to the workers by fair share), with the broker's confirms awaited in
+/// windows. If the broker fails part-way, the jobs it did not confirm are marked failed, so the
+/// request still ends and nothing waits forever for a job that was never queued.
 pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(), BackendError> {
     let records: Vec<_> = plan.jobs.iter().map(queued_record).collect();
     state.create_request(&plan.record, &records).await?;
-    for (index, job) in plan.jobs.iter().enumerate() {
-        if let Err(error) =
-            queue.publish_to_lane(&Lane::new(&job.tenant, job.priority), &rapid_proto::encode(job)).await
-        {
-            for mut record in records.into_iter().skip(index) {
-                record.status = rapid_proto::JobStatus::Failed;
-                record.error = Some("could not be queued: the broker was unavailable".into());
-                state.put_job(&record).await?;
-                state.append_event(&final_event(&record)).await?;
-                notify_if_request_done(state, queue, &plan.record, &record.id).await.ok();
-            }
-            return Err(error.into());
+    let lane = Lane::new(&plan.record.tenant, plan.priority);
+    let bodies: Vec<_> = plan.jobs.iter().map(rapid_proto::encode).collect();
+    if let Err(partial) = queue.publish_all_to_lane(&lane, &bodies).await {
+        for mut record in records.into_iter().skip(partial.queued) {
+            record.status = rapid_proto::JobStatus::Failed;
+            record.error = Some("could not be queued: the broker was unavailable".into());
+            state.put_job(&record).await?;
+            state.append_event(&final_event(&record)).await?;
+            notify_if_request_done(state, queue, &plan.record, &record.id).await.ok();
         }
+        return Err(partial.error.into());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use rapid_fleet::state::{RedisState, StateStore};
 use rapid_fleet::storage::{ObjectStore, S3Store};
 use tokio::sync::watch;
 
+use crate::api::backpressure::Backlog;
 use crate::api::{app, auth::ApiKeys, AppState};
 use crate::callbacks::CallbackSender;
 use crate::config::SchedulerFile;
@@ -35,6 +36,7 @@ pub fn app_state(
         policy: Arc::new(PromptPolicy::new(&file.scheduler.blocked_terms)),
         quotas: Arc::new(file.tenants.iter().map(|t| (t.name.clone(), t.limits)).collect()),
         lanes: Arc::new(Lane::all(file.tenants.iter().map(|t| t.name.as_str()))),
+        backlog: Arc::new(Backlog::new(file.scheduler.max_waiting_jobs)),
         metrics: Arc::new(Metrics::default()),
         presign_expiry,
     }

@@ -257,6 +257,32 @@ async fn secrets_stay_out_of_the_logs_and_presigned_urls_expire_as_configured() 
     fleet.cleanup_amqp().await;
 }
 
+/// Backpressure: over `max_waiting_jobs` every tenant gets 429 with `Retry-After`, before any
+/// quota counts the request, and nothing is enqueued; under it, work is accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_answers_429_busy_and_enqueues_nothing() {
+    let options = FleetOptions { scheduler_extra: "max_waiting_jobs = 6".into(), ..Default::default() };
+    let fleet = Fleet::start(options).await;
+    let (status, _, first) = post_images(&fleet, ACME, 6).await;
+    assert_eq!(status, 202, "an empty fleet takes a request of any size: {first}");
+    // The scheduler looks at the backlog at most every 250 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, retry_after, refused) = post_images(&fleet, GLOBEX, 1).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "busy", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("6 jobs waiting"), "{refused}");
+    assert_eq!(retry_after, Some(5));
+    let (_, usage) = fleet.get("/v1/usage", GLOBEX).await;
+    assert_eq!(usage["requests_this_minute"], 0, "a refused request counts toward no quota: {usage}");
+    assert_eq!(fleet.jobs_waiting().await, 6, "nothing more was enqueued");
+
+    // As if workers had taken the backlog.
+    fleet.purge_jobs().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post_images(&fleet, GLOBEX, 1).await.0, 202, "room again once the backlog drained");
+    fleet.cleanup_amqp().await;
+}
+
 /// When each request of one fair-share run ended, in seconds after the large batch was submitted.
 #[derive(Debug)]
 struct FairShareRun {

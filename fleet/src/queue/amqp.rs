@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -27,6 +27,9 @@ use super::{Lane, QueueError, Topic};
 use crate::config::{AmqpConfig, QueueType};
 
 const MAX_PRIORITY: i32 = 9;
+
+/// Publisher confirms awaited together when a request's jobs are published.
+const CONFIRM_WINDOW: usize = 256;
 
 /// How long one attempt to reach the broker may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,11 +178,50 @@ impl AmqpQueue {
         Ok(())
     }
 
-    pub(super) async fn publish_to_lane(&self, lane: &Lane, body: &[u8]) -> Result<(), QueueError> {
+    /// Publishes `bodies` into `lane` in order. On failure, the error comes with how many bodies,
+    /// from the first, the broker confirmed.
+    pub(super) async fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) -> Result<(), (usize, QueueError)> {
         let name = self.lane(lane);
-        self.declare_lane(&name).await?;
-        self.send(&name, body, BasicProperties::default()).await?;
+        self.declare_lane(&name).await.map_err(|e| (0, e))?;
+        let messages: Vec<_> = bodies.iter().map(|body| (body.as_slice(), BasicProperties::default())).collect();
+        self.send_all(&name, &messages).await?;
         self.shared.lane_published.notify_one();
+        Ok(())
+    }
+
+    /// Publishes every `(body, priority)` into a topic's queue in order, confirms awaited in windows.
+    pub(super) async fn publish_all(
+        &self,
+        topic: Topic,
+        messages: &[(Vec<u8>, u8)],
+    ) -> Result<(), (usize, QueueError)> {
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|(body, priority)| (body.as_slice(), BasicProperties::default().with_priority(*priority)))
+            .collect();
+        self.send_all(&self.main(topic), &messages).await
+    }
+
+    /// Persistent publishes with up to `CONFIRM_WINDOW` publisher confirms in flight: one wait for
+    /// the broker's disk per window instead of one per message. On failure, how many messages, from
+    /// the first, were confirmed.
+    async fn send_all(&self, queue: &str, messages: &[(&[u8], BasicProperties)]) -> Result<(), (usize, QueueError)> {
+        let publisher = self.link().await.map_err(|e| (0, e))?.publisher;
+        let mut confirmed = 0;
+        for window in messages.chunks(CONFIRM_WINDOW) {
+            let mut pending = Vec::with_capacity(window.len());
+            for (body, properties) in window {
+                let properties = persistent(properties.clone());
+                let publish = publisher.basic_publish("", queue, BasicPublishOptions::default(), body, properties);
+                pending.push(publish.await.map_err(|e| (confirmed, e.into()))?);
+            }
+            for confirm in pending {
+                if confirm.await.map_err(|e| (confirmed, e.into()))?.is_nack() {
+                    return Err((confirmed, QueueError::Nacked { queue: queue.to_owned() }));
+                }
+                confirmed += 1;
+            }
+        }
         Ok(())
     }
 
@@ -205,7 +247,7 @@ impl AmqpQueue {
     }
 
     async fn send(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), QueueError> {
-        let properties = properties.with_delivery_mode(2).with_content_type(ShortString::from("application/json"));
+        let properties = persistent(properties);
         let publisher = self.link().await?.publisher;
         let confirm =
             publisher.basic_publish("", queue, BasicPublishOptions::default(), body, properties).await?.await?;
@@ -259,6 +301,11 @@ impl AmqpQueue {
     }
 }
 
+/// Persistent (delivery mode 2): written to disk before the broker confirms it.
+fn persistent(properties: BasicProperties) -> BasicProperties {
+    properties.with_delivery_mode(2).with_content_type(ShortString::from("application/json"))
+}
+
 async fn declare_on(channel: &Channel, name: &str, arguments: FieldTable) -> Result<u32, QueueError> {
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
     match channel.queue_declare(name, options, arguments).await {
@@ -282,6 +329,10 @@ impl AmqpLaneReader {
 
     pub(super) async fn ack(message: BasicGetMessage) -> Result<(), QueueError> {
         Ok(message.delivery.ack(BasicAckOptions::default()).await?)
+    }
+
+    pub(super) async fn requeue(message: BasicGetMessage) -> Result<(), QueueError> {
+        Ok(message.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?)
     }
 }
 

@@ -17,6 +17,8 @@ use rapid_proto::Priority;
 use super::amqp::AmqpLaneReader;
 use super::{priority_level, FairShare, Lane, MemoryQueue, Queue, QueueError, Resubscribe, Topic};
 
+/// Most jobs moved in one round, so a large `ready_jobs` does not hold thousands in hand.
+const MOVES_PER_ROUND: u32 = 256;
 /// How often a full `jobs` queue is looked at again: about a job's time on a fast worker.
 const FULL_POLL: Duration = Duration::from_millis(20);
 /// Idle polling backs off from the first to the second: lanes are looked at often while work
@@ -98,17 +100,20 @@ impl Dispatcher {
         if ready >= self.ready_jobs {
             return Ok(Fill::Full);
         }
-        let mut moved = 0;
+        // Take a round's jobs first, then publish them with their confirms awaited together, then
+        // acknowledge them in their lanes: one wait for the broker's disk per round, not per job.
+        let room = (self.ready_jobs - ready).min(MOVES_PER_ROUND);
+        let mut messages = Vec::new();
+        let mut taken = Vec::new();
         let mut empty = HashSet::new();
-        while ready + moved < self.ready_jobs {
+        while messages.len() < room as usize {
             let Some(lane) = self.next_lane(&empty) else { break };
             match reader.take(lane, &self.lanes[lane]).await? {
-                Some((body, remaining, taken)) => {
+                Some((body, remaining, receipt)) => {
                     let class = self.lanes[lane].class;
-                    self.queue.publish(Topic::Jobs, &body, priority_level(class)).await?;
-                    taken.ack().await?;
                     self.fair.served(class, &self.lanes[lane].tenant);
-                    moved += 1;
+                    messages.push((body, priority_level(class)));
+                    taken.push(receipt);
                     if remaining == 0 {
                         empty.insert(lane);
                     }
@@ -118,6 +123,20 @@ impl Dispatcher {
                 }
             }
         }
+        let published = self.queue.publish_all(Topic::Jobs, &messages).await;
+        let queued = published.as_ref().map_or_else(|partial| partial.queued, |()| messages.len());
+        let mut receipts = taken.into_iter();
+        for receipt in receipts.by_ref().take(queued) {
+            receipt.ack().await?;
+        }
+        if let Err(partial) = published {
+            // Not in `jobs`: back to the head of their lanes for the next round.
+            for receipt in receipts {
+                receipt.requeue().await.ok();
+            }
+            return Err(partial.error);
+        }
+        let moved = queued as u32;
         Ok(Fill::Moved(moved))
     }
 
@@ -173,6 +192,13 @@ impl Taken {
     async fn ack(self) -> Result<(), QueueError> {
         match self {
             Self::Amqp(message) => AmqpLaneReader::ack(*message).await,
+            Self::Memory => Ok(()),
+        }
+    }
+
+    async fn requeue(self) -> Result<(), QueueError> {
+        match self {
+            Self::Amqp(message) => AmqpLaneReader::requeue(*message).await,
             Self::Memory => Ok(()),
         }
     }

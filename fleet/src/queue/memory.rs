@@ -46,8 +46,8 @@ impl MemoryQueue {
         self.inner.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(super) fn publish_to_lane(&self, lane: &Lane, body: Vec<u8>) {
-        self.lanes().entry(lane.clone()).or_default().push_back(body);
+    pub(super) fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) {
+        self.lanes().entry(lane.clone()).or_default().extend(bodies.iter().cloned());
         self.inner.lane_published.notify_one();
     }
 

@@ -43,6 +43,15 @@ pub enum QueueError {
     Timeout { seconds: u64 },
 }
 
+/// A batch publish that failed part-way: the first `queued` messages are confirmed.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {queued} messages were queued)")]
+pub struct PartialPublish {
+    pub queued: usize,
+    #[source]
+    pub error: QueueError,
+}
+
 /// Which stream of messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -117,12 +126,16 @@ impl Queue {
         }
     }
 
-    /// Publishes a new job durably into its tenant's lane, where it waits for the dispatcher.
-    pub async fn publish_to_lane(&self, lane: &Lane, body: &[u8]) -> Result<(), QueueError> {
+    /// Publishes new jobs durably into their tenant's lane, in order, where they wait for the
+    /// dispatcher; the broker's confirms are awaited in windows, not one by one. On failure, the
+    /// error says how many jobs, from the first, are safely queued.
+    pub async fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) -> Result<(), PartialPublish> {
         match self {
-            Self::Amqp(q) => q.publish_to_lane(lane, body).await,
+            Self::Amqp(q) => {
+                q.publish_all_to_lane(lane, bodies).await.map_err(|(queued, error)| PartialPublish { queued, error })
+            }
             Self::Memory(q) => {
-                q.publish_to_lane(lane, body.to_vec());
+                q.publish_all_to_lane(lane, bodies);
                 Ok(())
             }
         }
@@ -141,6 +154,22 @@ impl Queue {
         match self {
             Self::Amqp(q) => q.lane_depth(lane).await,
             Self::Memory(q) => Ok(q.lane_depth(lane)),
+        }
+    }
+
+    /// Publishes every `(body, priority)` durably, in order, the broker's confirms awaited in
+    /// windows; on failure, the error says how many, from the first, are safely queued.
+    pub async fn publish_all(&self, topic: Topic, messages: &[(Vec<u8>, u8)]) -> Result<(), PartialPublish> {
+        match self {
+            Self::Amqp(q) => {
+                q.publish_all(topic, messages).await.map_err(|(queued, error)| PartialPublish { queued, error })
+            }
+            Self::Memory(q) => {
+                for (body, priority) in messages {
+                    q.publish(topic, body.clone(), *priority);
+                }
+                Ok(())
+            }
         }
     }
 

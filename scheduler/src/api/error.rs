@@ -24,6 +24,9 @@ pub enum ApiError {
         "over this tenant's `{limit}` limit of {value}; retry in {retry_after_secs} s (GET /v1/usage shows the counts)"
     )]
     QuotaExceeded { limit: &'static str, value: u32, retry_after_secs: u64 },
+    /// The fleet's backlog is over `scheduler.max_waiting_jobs`; nothing was enqueued.
+    #[error("the fleet has {waiting} jobs waiting, at or over its limit of {limit}; retry in {retry_after_secs} s")]
+    Busy { waiting: u32, limit: u32, retry_after_secs: u64 },
     /// A request with the same idempotency key is still running.
     #[error("{0}")]
     Conflict(String),
@@ -72,6 +75,7 @@ impl IntoResponse for ApiError {
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", Some("body".to_owned())),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             Self::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", None),
+            Self::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, "busy", None),
             Self::NotFound(_) | Self::NoRoute => (StatusCode::NOT_FOUND, "not_found", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Unavailable(detail) => {
@@ -85,7 +89,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code, field, message: self.to_string() } };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::QuotaExceeded { retry_after_secs, .. } = self {
+        if let Self::QuotaExceeded { retry_after_secs, .. } | Self::Busy { retry_after_secs, .. } = self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }
         response

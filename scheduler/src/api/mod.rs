@@ -2,6 +2,7 @@
 //! standalone mode drive exactly what `serve` runs.
 
 pub mod auth;
+pub mod backpressure;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -39,8 +40,9 @@ pub struct AppState {
     pub policy: Arc<PromptPolicy>,
     /// Each tenant's limits, by name.
     pub quotas: Arc<HashMap<String, Quota>>,
-    /// Every tenant's lanes, for the backlog metrics.
+    /// Every tenant's lanes, for the backlog metrics and backpressure.
     pub lanes: Arc<Vec<Lane>>,
+    pub backlog: Arc<backpressure::Backlog>,
     pub metrics: Arc<Metrics>,
     /// Validity of presigned image URLs.
     pub presign_expiry: Duration,

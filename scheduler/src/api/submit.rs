@@ -140,7 +140,7 @@ pub struct AcceptedJob {
         (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn generations(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -169,7 +169,7 @@ pub async fn generations(
         (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn fashion_designs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -201,7 +201,7 @@ pub async fn fashion_designs(
         (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
 pub async fn cuisine_menus(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -281,6 +281,7 @@ async fn submit(
             .await
             .map_err(|message| ApiError::invalid("callback_url", message))?;
     }
+    state.backlog.admit(&state.queue, &state.lanes).await?;
     admit(state, tenant, plan.jobs.len()).await?;
     planner::enqueue(&state.state, &state.queue, &plan).await?;
     state.metrics.accepted(kind.name(), plan.jobs.len());

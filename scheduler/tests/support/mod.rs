@@ -422,6 +422,14 @@ limits = {globex_limits}
         }
     }
 
+    /// Empties `jobs` and the lanes (the messages are gone; their records stay queued).
+    pub async fn purge_jobs(&self) {
+        let channel = self.amqp().await;
+        for queue in ["jobs"].into_iter().chain(LANES) {
+            channel.queue_purge(&format!("{}.{queue}", self.prefix), Default::default()).await.ok();
+        }
+    }
+
     pub async fn redis_keys(&self) -> Vec<String> {
         let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
