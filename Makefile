@@ -51,6 +51,8 @@ test: setup services lint
 	bash deploy/setup.sh --openvino   # the OpenVINO build of ONNX Runtime, for worker/engine/tests/openvino.rs
 	python3 -m unittest discover -s training/tests   # the data set's vocabulary against the knowledge graph (stdlib only)
 	$(CARGO) test --workspace --release
+	# A bounded Schemathesis pass over the running API (about 40 requests per operation); `make fuzz` runs 400.
+	FUZZ_EXAMPLES=40 FUZZ_RESULTS=$$(mktemp) bash deploy/fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run with: make fuzz            (FUZZ_EXAMPLES=N per operation, default 400)
+# Run with: make fuzz            (FUZZ_EXAMPLES=N per operation, default 400;
+#                                 FUZZ_RESULTS=FILE, default deploy/fuzz/RESULTS.md; `make test`
+#                                 runs a bounded pass with its results in a scratch file)
 #
 # Fuzzes the running scheduler from its own /openapi.json with Schemathesis: a real `serve` against
 # RabbitMQ, Redis and an s3s-fs server (no workers, so accepted jobs only queue), under queue and key
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 EXAMPLES=${FUZZ_EXAMPLES:-400}
+RESULTS=${FUZZ_RESULTS:-deploy/fuzz/RESULTS.md}
 bash deploy/test-services.sh
 if [[ ! -x .venv-fuzz/bin/schemathesis ]]; then
   python3 -m venv .venv-fuzz
@@ -88,5 +91,5 @@ elapsed=$(( $(date +%s) - started ))
 tail -n 40 "$work/schemathesis.txt"
 .venv-fuzz/bin/python deploy/fuzz/summarize.py --har "$work/run.har" --junit "$work/junit.xml" \
   --scheduler-log "$work/scheduler.log" --seconds "$elapsed" --examples "$EXAMPLES" \
-  --schemathesis-exit "$status" --out deploy/fuzz/RESULTS.md || status=$?
+  --schemathesis-exit "$status" --out "$RESULTS" || status=$?
 exit "$status"
