@@ -186,12 +186,14 @@ fn karras_sigmas(sampler: Sampler, requested: Option<bool>, default: Option<bool
     Ok(requested.or(default))
 }
 
-fn check_callback_url(url: &str) -> Result<(), PlanError> {
+/// A callback URL as the callback sender will use it: http(s) with a host. (Where it may point is
+/// checked at submit, which can resolve names, and again at delivery.)
+pub fn check_callback_url(url: &str) -> Result<reqwest::Url, PlanError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| PlanError::invalid("callback_url", format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(PlanError::invalid("callback_url", "must be an http:// or https:// URL with a host"));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 /// Records the request (every job queued), then publishes its jobs into the tenant's lane (the

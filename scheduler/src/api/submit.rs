@@ -17,6 +17,41 @@ use crate::params::{with_generation_params, GenerationParams};
 use crate::planner::{self, check_prompt, PromptImages};
 use crate::prompts::{Dish, FashionKeywords, Language};
 
+/// The `Idempotency-Key` header every POST takes (`api/idempotency.rs`), for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Retries with the same key and body get the first answer.
+    #[param(rename = "Idempotency-Key")]
+    pub key: Option<String>,
+}
+
+/// What each submission route can answer, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+pub enum SubmitResponses {
+    /// Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer.
+    #[response(status = 202)]
+    Accepted(Accepted),
+    /// Missing or unknown API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The same `Idempotency-Key` is still being processed.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The body is over `limits.max_body_bytes`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// A field is wrong; the error names it.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// Over a tenant limit, or the fleet's backlog is full; see `Retry-After`.
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+    /// The broker or the state store is down; retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Declares a submission body: the endpoint's own fields plus the generation parameters every
 /// endpoint takes (handed over by [`with_generation_params`]), as flat JSON fields, and `params()`,
 /// which picks the latter out for the planner.
@@ -135,12 +170,7 @@ pub struct AcceptedJob {
 }
 
 #[utoipa::path(post, path = "/v1/generations", request_body = GenerationBody, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
-    responses(
-        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+    params(IdempotencyKey), responses(SubmitResponses))]
 pub async fn generations(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -164,12 +194,7 @@ pub async fn generations(
 }
 
 #[utoipa::path(post, path = "/v1/fashion/designs", request_body = FashionBody, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
-    responses(
-        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+    params(IdempotencyKey), responses(SubmitResponses))]
 pub async fn fashion_designs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -196,12 +221,7 @@ pub async fn fashion_designs(
 }
 
 #[utoipa::path(post, path = "/v1/cuisine/menus", request_body = CuisineBody, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer")),
-    responses(
-        (status = 202, body = Accepted, description = "Accepted; `Idempotent-Replayed: true` when it repeats an earlier answer"),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "The same key is still being processed"),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Over a tenant limit, or the fleet's backlog is full; see `Retry-After`"), (status = 503, body = ErrorBody)))]
+    params(IdempotencyKey), responses(SubmitResponses))]
 pub async fn cuisine_menus(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -276,7 +296,7 @@ async fn submit(
     }
     let plan = planner::plan(&state.config, tenant, kind, prompts, params, default_priority)?;
     if let Some(url) = &plan.record.callback_url {
-        let url = reqwest::Url::parse(url).map_err(|e| ApiError::invalid("callback_url", e.to_string()))?;
+        let url = planner::check_callback_url(url)?;
         callbacks::destination::check(&url, state.config.callback_allow_private_addresses)
             .await
             .map_err(|message| ApiError::invalid("callback_url", message))?;
