@@ -216,9 +216,11 @@ the client, the scheduler, RabbitMQ and Redis. One `rapid-scheduler serve`, the 
 | dispatches/s, lanes → `jobs` ({dispatch['jobs_moved']} jobs) | {dispatch['dispatches_per_second']} |
 
 A submit writes the request and its job records to Redis, then publishes the jobs into the
-tenant's lane with publisher confirms awaited in windows of 256. The dispatcher moves one job at a
-time (`basic.get`, publish with confirm, ack), which bounds its rate; it only has to keep ahead of
-the workers, which take tens to hundreds of milliseconds a job.
+tenant's lane with publisher confirms awaited in windows of 256. The dispatcher takes up to 256 jobs
+a round, one `basic.get` each (a round trip apiece, which bounds its rate), publishes them with their
+confirms awaited together, then acknowledges them in their lanes; it only has to keep ahead of the
+workers, which take tens to hundreds of milliseconds a job. The one-job latencies include waiting
+for the two cores the four client threads share with the server side.
 """)
 
 
