@@ -1,4 +1,5 @@
-# Run with: make demo | make test | make lint | make generate | make demo-grid | make fuzz | make fair-share
+# Run with: make demo | make test | make lint | make generate | make demo-grid | make fuzz | make fair-share |
+#           make faults
 # Benchmarks (make bench, make bench-throughput, ...): deploy/bench/bench.mk, included at the end;
 # deploy/bench/README.md says what each measures.
 # Every target installs what it needs first (deploy/setup.sh and deploy/test-services.sh are
@@ -8,7 +9,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/rapid-mini
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz fair-share
+.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz fair-share faults
 
 setup:
 	bash deploy/setup.sh
@@ -26,6 +27,14 @@ demo: setup
 ## Schemathesis against the running scheduler, from its own /openapi.json: deploy/fuzz/RESULTS.md.
 fuzz: services
 	bash deploy/fuzz/run.sh
+
+## Issue 19's faults, each injected RAPID_FAULTS times (default 100) while a backlog is in flight,
+## counted: deploy/bench/faults/FAULTS.md. Tens of minutes; not part of `make test`.
+faults: setup services
+	$(CARGO) build --release -p rapid-worker
+	RAPID_FAULTS_RESULTS=$(CURDIR)/deploy/bench/faults $(CARGO) test --release -p rapid-scheduler --test faults \
+		-- --ignored --nocapture --test-threads 1
+	python3 deploy/bench/faults/report.py
 
 ## Two tenants on one worker, with and without fair share: deploy/bench/FAIR_SHARE.md.
 fair-share: setup services

@@ -23,10 +23,10 @@ bench-winograd: setup fixtures-env
 		--model .cache/models/table6 --out $(WINOGRAD_MODEL) --min-size $(WINOGRAD_MIN_SIZE)
 	.venv-fixtures/bin/python deploy/bench/speed/bench.py --worker-model $(WINOGRAD_MODEL) $(BENCH_ARGS)
 
-## The fleet's own overhead on loopback, no worker: jobs enqueued/s, submit latency, dispatches/s
-## → deploy/bench/load/LOAD.md. About 2 minutes.
+## The fleet's own overhead on loopback: jobs enqueued/s, submit latency, dispatches/s (no worker), then
+## queue-to-start latency and overhead per job with one worker → deploy/bench/load/LOAD.md. About 3 minutes.
 bench-load: setup services
-	cargo build --release -p rapid-scheduler
+	cargo build --release -p rapid-scheduler -p rapid-worker
 	python3 deploy/bench/load/load.py $(LOAD_ARGS)
 
 ## Images per hour of one worker under a backlog, cross-request batching off and on

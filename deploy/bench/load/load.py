@@ -1,8 +1,8 @@
 """Run with: make bench-load   (or python3 deploy/bench/load/load.py [--large 20] [--small 2000]
-                                                                 [--threads 4] [--seconds 60])
+                                                                 [--threads 4] [--seconds 60] [--jobs 200])
 
-The fleet's own overhead on loopback, with no worker, so nothing but the API, the planner, Redis and
-RabbitMQ is measured: `rapid-scheduler serve` against the machine's RabbitMQ and Redis and an
+The fleet's own overhead on loopback; phases 1-3 with no worker, so nothing but the API, the
+planner, Redis and RabbitMQ is measured: `rapid-scheduler serve` against the machine's RabbitMQ and Redis and an
 s3s-fs store (`bash deploy/test-services.sh` starts or installs them), under a queue prefix and
 key prefix of its own that it deletes afterwards.
 
@@ -12,6 +12,10 @@ key prefix of its own that it deletes afterwards.
    by `--seconds`: accepted requests per second, p50 and p99 API latency as the client saw it.
 3. Dispatch: a second scheduler on the same queues with `dispatch_ready_jobs` above the backlog
    moves every waiting job from the lanes into `jobs`: dispatches per second.
+4. One worker: `--jobs` one-job requests of the bundled model (1 step, no upscaling), each
+   submitted when the last has ended, on fresh queues: queue-to-start latency (submit → the
+   worker's `started` event) and the fleet's overhead per job (`started` → `succeeded` minus the
+   engine's own stage times: admission, state writes, progress events, the upload).
 (The first scheduler keeps `dispatch_ready_jobs = 1`, so phases 1 and 2 leave the backlog in the
 lanes for phase 3.) Bounded and self-stopping: each phase ends at its count or its time limit.
 
@@ -37,6 +41,8 @@ from machine import cpu_model, isa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEDULER = ROOT / "target/release/rapid-scheduler"
+WORKER = ROOT / "target/release/rapid-worker"
+MODEL = ROOT / "models/rapid-mini"
 S3S_FS = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin/s3s-fs"
 API_KEY = "load-key"
 
@@ -52,6 +58,7 @@ def key_hash() -> str:
 
 
 def config(prefix: str, port: int, s3_port: int, ready_jobs: int) -> str:
+    """The fleet's configuration; its `[worker]` section serves only phase 4."""
     return f"""
 [amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -76,6 +83,10 @@ dispatch_ready_jobs = {ready_jobs}
 [scheduler.models.rapid-mini]
 width = 64
 height = 64
+[worker]
+threads = 1
+[worker.models]
+rapid-mini = "{MODEL}"
 [[tenants]]
 name = "load"
 api_key_sha256 = "{key_hash()}"
@@ -187,6 +198,53 @@ def phase_dispatch(prefix: str, s3_port: int, work: Path, waiting: int, seconds:
     return {"jobs_moved": moved, "seconds": round(elapsed, 2), "dispatches_per_second": round(moved / elapsed)}
 
 
+def get_json(port: int, path: str) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", path, headers={"Authorization": f"Bearer {API_KEY}"})
+    return json.loads(connection.getresponse().read())
+
+
+def phase_worker(prefix: str, s3_port: int, work: Path, count: int, seconds: float) -> dict:
+    port = free_port()
+    path = work / "worker.toml"
+    path.write_text(config(prefix, port, s3_port, ready_jobs=16))
+    scheduler = start([SCHEDULER, "serve", "--config", path], work / "scheduler-4.log")
+    worker = start([WORKER, "run", "--config", path], work / "worker.log")
+    queue_to_start, overhead = [], []
+    try:
+        wait_http(port, "/readyz")
+        deadline = time.monotonic() + 60
+        while "waiting for jobs" not in (work / "worker.log").read_text():
+            if time.monotonic() > deadline:
+                sys.exit(f"error: the worker did not start:\n{(work / 'worker.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = json.dumps({"prompts": ["a red silk dress"], "steps": 1, "upscale": False, "priority": "interactive"}).encode()
+        stop_at = time.monotonic() + seconds
+        while len(queue_to_start) < count and time.monotonic() < stop_at:
+            connection.request("POST", "/v1/generations", body,
+                               {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+            response = connection.getresponse()
+            request_id = json.loads(response.read())["request_id"]
+            while get_json(port, f"/v1/requests/{request_id}")["status"] in ("queued", "running"):
+                time.sleep(0.005)
+            view = get_json(port, f"/v1/requests/{request_id}")
+            events = get_json(port, f"/v1/requests/{request_id}/events")["events"]
+            started = next(e for e in events if e["kind"]["type"] == "started")
+            done = next(e for e in events if e["kind"]["type"] == "succeeded")
+            engine = sum(ms for _, ms in done["timings_ms"])
+            queue_to_start.append(started["at_ms"] - view["created_ms"])
+            overhead.append(done["at_ms"] - started["at_ms"] - engine)
+    finally:
+        worker.terminate()
+        scheduler.terminate()
+        worker.wait()
+        scheduler.wait()
+    return {"jobs": len(queue_to_start),
+            "queue_to_start_p50_ms": percentile(queue_to_start, 0.5), "queue_to_start_p99_ms": percentile(queue_to_start, 0.99),
+            "overhead_p50_ms": round(percentile(overhead, 0.5), 1), "overhead_p99_ms": round(percentile(overhead, 0.99), 1)}
+
+
 def clean_up(prefix: str) -> None:
     for queue in ["jobs", "jobs.dead", "callbacks", "callbacks.dead", "jobs.interactive.load", "jobs.batch.load"]:
         subprocess.run(["rabbitmqctl", "delete_queue", f"{prefix}.{queue}"], capture_output=True)
@@ -198,13 +256,14 @@ def clean_up(prefix: str) -> None:
 def write_results(results: dict) -> None:
     out = Path(__file__).resolve().parent
     (out / "load.json").write_text(json.dumps(results, indent=2) + "\n")
-    large, small, dispatch = results["enqueue"], results["small_submits"], results["dispatch"]
-    (out / "LOAD.md").write_text(f"""# The fleet's overhead under load (loopback, no worker)
+    large, small, dispatch, worker = (results[k] for k in ("enqueue", "small_submits", "dispatch", "worker"))
+    (out / "LOAD.md").write_text(f"""# The fleet's overhead under load (loopback)
 
 Written by `make bench-load` (`deploy/bench/load/load.py`) on {results['generated']}; machine:
 {results['machine']['cpu']} ({results['machine']['isa']}), {results['machine']['cores']} cores, shared by
 the client, the scheduler, RabbitMQ and Redis. One `rapid-scheduler serve`, the machine's RabbitMQ
-(persistent messages, publisher confirms) and Redis; no worker.
+(persistent messages, publisher confirms) and Redis; no worker, except for the last two rows (one
+`rapid-worker` on the bundled model, 1 step, no upscaling, each job submitted once the last ended).
 
 | measure | value |
 |---|---:|
@@ -214,6 +273,8 @@ the client, the scheduler, RabbitMQ and Redis. One `rapid-scheduler serve`, the 
 | one-job submit latency p50, ms | {small['p50_ms']} |
 | one-job submit latency p99, ms | {small['p99_ms']} |
 | dispatches/s, lanes → `jobs` ({dispatch['jobs_moved']} jobs) | {dispatch['dispatches_per_second']} |
+| queue-to-start p50 / p99, ms (one worker, {worker['jobs']} jobs one after another) | {worker['queue_to_start_p50_ms']} / {worker['queue_to_start_p99_ms']} |
+| fleet overhead per job beyond the engine, p50 / p99, ms | {worker['overhead_p50_ms']} / {worker['overhead_p99_ms']} |
 
 A submit writes the request and its job records to Redis, then publishes the jobs into the
 tenant's lane with publisher confirms awaited in windows of 256. The dispatcher takes up to 256 jobs
@@ -229,10 +290,12 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=20, help="400-job requests (phase 1)")
     parser.add_argument("--small", type=int, default=2000, help="one-job requests at most (phase 2)")
     parser.add_argument("--threads", type=int, default=4, help="client threads of phase 2")
-    parser.add_argument("--seconds", type=float, default=60, help="time limit of phases 2 and 3 each")
+    parser.add_argument("--seconds", type=float, default=60, help="time limit of phases 2, 3 and 4 each")
+    parser.add_argument("--jobs", type=int, default=200, help="one-job requests through the worker (phase 4)")
     args = parser.parse_args()
-    if not SCHEDULER.exists():
-        sys.exit(f"error: {SCHEDULER} is missing; run `cargo build --release -p rapid-scheduler`")
+    for binary in (SCHEDULER, WORKER):
+        if not binary.exists():
+            sys.exit(f"error: {binary} is missing; run `cargo build --release -p rapid-scheduler -p rapid-worker`")
     prefix = f"load-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="rapid-load-") as folder:
         work = Path(folder)
@@ -257,12 +320,18 @@ def main() -> None:
             print(f"dispatch: {dispatch['dispatches_per_second']} jobs/s ({dispatch['jobs_moved']} moved)", file=sys.stderr)
         finally:
             scheduler.kill()
-            s3.kill()
             clean_up(prefix)
+        try:
+            worker = phase_worker(prefix + "-w", s3_port, work, args.jobs, args.seconds)
+            print(f"worker: queue to start p50 {worker['queue_to_start_p50_ms']} ms, overhead p50 "
+                  f"{worker['overhead_p50_ms']} ms ({worker['jobs']} jobs)", file=sys.stderr)
+        finally:
+            s3.kill()
+            clean_up(prefix + "-w")
     write_results({
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "enqueue": large, "small_submits": small, "dispatch": dispatch,
+        "enqueue": large, "small_submits": small, "dispatch": dispatch, "worker": worker,
     })
     print("wrote deploy/bench/load/LOAD.md", file=sys.stderr)
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod broker;
+pub mod redis_server;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct FleetOptions {
     pub amqp_urls: Vec<String>,
     /// `amqp.queue_type`.
     pub queue_type: &'static str,
+    /// The state store: the machine's Redis unless a test brings its own ([`redis_server::PrivateRedis`]).
+    pub redis_url: String,
 }
 
 impl Default for FleetOptions {
@@ -95,6 +98,7 @@ impl Default for FleetOptions {
             globex_limits: "{}".into(),
             amqp_urls: vec![SHARED_BROKER.into()],
             queue_type: "classic",
+            redis_url: "redis://127.0.0.1:6379/0".into(),
         }
     }
 }
@@ -139,7 +143,7 @@ url = {amqp_urls:?}
 queue_prefix = "{prefix}"
 queue_type = "{queue_type}"
 [redis]
-url = "redis://127.0.0.1:6379/0"
+url = "{redis_url}"
 key_prefix = "{prefix}"
 finished_ttl_secs = {ttl}
 [s3]
@@ -195,6 +199,7 @@ limits = {globex_limits}
             model = model.display(),
             amqp_urls = options.amqp_urls,
             queue_type = options.queue_type,
+            redis_url = options.redis_url,
             acme = hash(ACME),
             globex = hash(GLOBEX),
         );
@@ -228,6 +233,15 @@ limits = {globex_limits}
         );
         self.scheduler = Some(scheduler);
         self.wait_ready().await;
+    }
+
+    /// Kills the scheduler (SIGKILL: whatever it was doing is cut) and starts a new one.
+    pub async fn kill_scheduler_and_restart(&mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            scheduler.kill().ok();
+            scheduler.wait().ok();
+        }
+        self.start_scheduler().await;
     }
 
     /// Stops the scheduler as an orchestrator does (SIGTERM: it finishes what it is doing, the

@@ -1,0 +1,39 @@
+"""Run with: python3 deploy/bench/faults/report.py   (`make faults` runs it after the fault tests)
+
+Gathers the per-fault tallies that `scheduler/tests/faults.rs` wrote into this folder
+(`{fault}.json`) into FAULTS.md. Standard library only.
+"""
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = [
+    ("fault", "fault"), ("injections", "injections"), ("jobs", "jobs"), ("succeeded", "succeeded"),
+    ("failed_with_reason", "failed, with reason"), ("cancelled", "cancelled"), ("dead_lettered", "dead-lettered"),
+    ("stuck_requests", "stuck requests"), ("lost_jobs", "lost jobs"), ("failed_without_reason", "failed, no reason"),
+    ("stored_objects", "stored images"), ("images_of_succeeded_jobs", "images of succeeded jobs"), ("seconds", "seconds"),
+]
+
+
+def main() -> None:
+    tallies = [json.loads(path.read_text()) for path in sorted(HERE.glob("*.json"))]
+    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    rows = ["| " + " | ".join(str(tally.get(key, "")) for key, _ in COLUMNS) + " |" for tally in tallies]
+    (HERE / "FAULTS.md").write_text(f"""# Faults injected while a backlog is in flight, counted
+
+Written by `make faults` (the ignored tests of `scheduler/tests/faults.rs`, then `report.py`): real
+RabbitMQ, Redis and s3s-fs on loopback, one worker, the tiny test model at 6 steps. Per injection a
+two-job request is submitted, the fault is injected once a job runs, and at the end every request
+must have ended with one stored image per succeeded job. RabbitMQ and Redis restarts use a node and
+a server of the test's own (Redis with an append-only file, `appendfsync everysec`).
+
+{header}
+{rule}
+""" + "\n".join(rows) + "\n")
+    print(f"wrote {HERE / 'FAULTS.md'} ({len(tallies)} faults)")
+
+
+if __name__ == "__main__":
+    main()
