@@ -24,7 +24,8 @@ def main() -> None:
     (HERE / "FAULTS.md").write_text(f"""# Faults injected while a backlog is in flight, counted
 
 Written by `make faults` (the ignored tests of `scheduler/tests/faults.rs`, then `report.py`): real
-RabbitMQ, Redis and s3s-fs on loopback, one worker, the tiny test model at 6 steps. Per injection a
+RabbitMQ, Redis and s3s-fs on loopback, one worker (`max_attempts` 5, back-off from 300 ms), the tiny
+test model at 6 steps (2 for `s3-gone`, whose jobs all run their five attempts). Per injection a
 two-job request is submitted, the fault is injected once a job runs, and at the end every request
 must have ended with one stored image per succeeded job. RabbitMQ and Redis restarts use a node and
 a server of the test's own (Redis with an append-only file, `appendfsync everysec`).
