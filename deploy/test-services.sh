@@ -40,4 +40,6 @@ if ! command -v s3s-fs >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3
   echo "test-services: installing s3s-fs $S3S_FS_VERSION (once per machine, a few minutes)" >&2
   cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
 fi
-echo "test-services: RabbitMQ, Redis and s3s-fs ready" >&2
+# The fleet test in which a real Prometheus scrapes the scheduler and a worker.
+bash "$(dirname "${BASH_SOURCE[0]}")/observability/fetch-prometheus.sh"
+echo "test-services: RabbitMQ, Redis, s3s-fs and Prometheus ready" >&2
