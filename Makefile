@@ -31,7 +31,9 @@ fuzz: services
 ## Issue 19's faults, each injected RAPID_FAULTS times (default 100) while a backlog is in flight,
 ## counted: deploy/bench/faults/FAULTS.md. Tens of minutes; not part of `make test`.
 faults: setup services
-	$(CARGO) build --release -p rapid-worker
+	# Fault injection compiled in for the hung-worker fault (inert unless FAILPOINTS is set);
+	# `make test` builds the plain worker again.
+	$(CARGO) build --release -p rapid-worker --features failpoints
 	RAPID_FAULTS_RESULTS=$(CURDIR)/deploy/bench/faults $(CARGO) test --release -p rapid-scheduler --test faults \
 		-- --ignored --nocapture --test-threads 1
 	python3 deploy/bench/faults/report.py
@@ -66,6 +68,8 @@ test: setup services lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	# The GPU build (the CUDA flash-attention kernel) compiles without a GPU or CUDA toolkit; keep it so.
+	$(CARGO) clippy -p rapid-engine --features cuda --all-targets --release -- -D warnings
 
 ## Python with torch, diffusers, onnx and pykeen for fixtures, exports and benchmarks (once; large).
 fixtures-env:

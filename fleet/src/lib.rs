@@ -9,3 +9,4 @@ pub mod queue;
 pub mod shutdown;
 pub mod state;
 pub mod storage;
+pub mod telemetry;

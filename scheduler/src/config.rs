@@ -24,6 +24,8 @@ pub struct SchedulerFile {
     pub s3: Option<S3Config>,
     pub worker: Option<WorkerConfig>,
     pub standalone: Option<StandaloneConfig>,
+    #[serde(default)]
+    pub telemetry: rapid_fleet::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

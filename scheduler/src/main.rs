@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use rapid_fleet::telemetry;
 use rapid_scheduler::config::SchedulerFile;
 use rapid_scheduler::standalone::Submission;
 
@@ -55,15 +56,6 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(match cli.command {
-                Command::Standalone { .. } => "warn",
-                _ => "info",
-            })
-        }))
-        .with_writer(std::io::stderr)
-        .init();
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -81,15 +73,22 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Serve { config, listen } => {
             let file: SchedulerFile = rapid_fleet::config::load(&config)?;
+            let _telemetry = telemetry::init(&file.telemetry, "rapid-scheduler", "info")?;
             let listen = listen.unwrap_or(file.scheduler.listen);
             tokio_runtime()?.block_on(rapid_scheduler::serve::run(file, listen))
         }
         Command::Standalone { config, listen, submit, endpoint, api_key, serve } => {
             let file: SchedulerFile = rapid_fleet::config::load(&config)?;
+            // Quiet by default: the command prints the image paths and little else.
+            let _telemetry = telemetry::init(&file.telemetry, "rapid-scheduler", "warn")?;
             let listen = listen.unwrap_or(file.scheduler.listen);
             let submission = submit.map(|file| Submission { file, endpoint, api_key });
             let keep_serving = serve || submission.is_none();
-            tokio_runtime()?.block_on(rapid_scheduler::standalone::run(file, listen, submission, keep_serving))
+            let runtime = tokio_runtime()?;
+            let result = runtime.block_on(rapid_scheduler::standalone::run(file, listen, submission, keep_serving));
+            // An engine thread the watchdog found hung would keep a plain drop waiting for ever.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
         }
     }
 }

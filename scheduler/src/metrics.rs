@@ -3,11 +3,13 @@
 //! those still waiting in the tenants' lanes.
 
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use rapid_fleet::queue::Lane;
 use rapid_proto::Priority;
@@ -15,6 +17,43 @@ use rapid_proto::Priority;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabel {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// Why a request was turned away, as `rapid_requests_rejected_total{reason}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The fleet's backlog is over `scheduler.max_waiting_jobs` (429 `busy`).
+    Busy,
+    /// The tenant's quota (429 `quota_exceeded`).
+    Quota,
+    /// A body or parameter the API refuses (422, 413).
+    Invalid,
+    Unauthorized,
+}
+
+/// What became of one callback attempt, as `rapid_callbacks_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    Delivered,
+    Retried,
+    DeadLettered,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +68,10 @@ pub struct Metrics {
     jobs: Family<KindLabel, Counter>,
     queue_depth: Gauge<u64, AtomicU64>,
     lane_depth: Family<LaneLabel, Gauge<u64, AtomicU64>>,
+    rejected: Family<ReasonLabel, Counter>,
+    cancelled: Counter,
+    callbacks: Family<OutcomeLabel, Counter>,
+    http: Family<HttpLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -46,7 +89,25 @@ impl Default for Metrics {
             queue_depth.clone(),
         );
         registry.register("lane_depth", "Jobs waiting in a tenant's lane, by priority class", lane_depth.clone());
-        Self { registry, requests, jobs, queue_depth, lane_depth }
+        // Every label value exported from the start at 0 (`rate` cannot see a series born at 1).
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        for reason in ["busy", "quota", "invalid", "unauthorized"] {
+            rejected.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        registry.register("requests_rejected", "Requests turned away, by reason", rejected.clone());
+        let cancelled = Counter::default();
+        registry.register("requests_cancelled", "Requests cancelled by their tenant", cancelled.clone());
+        let callbacks = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["delivered", "retried", "dead_lettered"] {
+            callbacks.get_or_create(&OutcomeLabel { outcome }).inc_by(0);
+        }
+        registry.register("callbacks", "Callback attempts, by outcome", callbacks.clone());
+        // 0.5 ms to about 16 s: a submit is a few ms; an idempotent one waiting for its twin, seconds.
+        let http = Family::<HttpLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register("http_request_duration_seconds", "API requests, by route, method and status", http.clone());
+        Self { registry, requests, jobs, queue_depth, lane_depth, rejected, cancelled, callbacks, http }
     }
 }
 
@@ -55,6 +116,36 @@ impl Metrics {
         let label = KindLabel { kind: kind.to_owned() };
         self.requests.get_or_create(&label).inc();
         self.jobs.get_or_create(&label).inc_by(jobs as u64);
+    }
+
+    pub fn rejected(&self, rejection: Rejection) {
+        let reason = match rejection {
+            Rejection::Busy => "busy",
+            Rejection::Quota => "quota",
+            Rejection::Invalid => "invalid",
+            Rejection::Unauthorized => "unauthorized",
+        };
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn cancelled(&self) {
+        self.cancelled.inc();
+    }
+
+    pub fn callback(&self, outcome: CallbackOutcome) {
+        let outcome = match outcome {
+            CallbackOutcome::Delivered => "delivered",
+            CallbackOutcome::Retried => "retried",
+            CallbackOutcome::DeadLettered => "dead_lettered",
+        };
+        self.callbacks.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// One answered API request; `route` is the matched pattern (`/v1/requests/{id}`), never
+    /// the path, so that ids do not explode the series.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let label = HttpLabel { route: route.to_owned(), method: method.to_owned(), status };
+        self.http.get_or_create(&label).observe(took.as_secs_f64());
     }
 
     /// `ready`: jobs in the workers' queue; `lanes`: each lane with the jobs waiting in it.

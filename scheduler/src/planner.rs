@@ -205,7 +205,9 @@ pub async fn enqueue(state: &StateStore, queue: &Queue, plan: &Plan) -> Result<(
     state.create_request(&plan.record, &records).await?;
     let lane = Lane::new(&plan.record.tenant, plan.priority);
     let bodies: Vec<_> = plan.jobs.iter().map(rapid_proto::encode).collect();
-    if let Err(partial) = queue.publish_all_to_lane(&lane, &bodies).await {
+    // The jobs continue the trace of the API request that made them (`telemetry`).
+    let traceparent = rapid_fleet::telemetry::traceparent(&tracing::Span::current());
+    if let Err(partial) = queue.publish_all_to_lane(&lane, &bodies, traceparent.as_deref()).await {
         for mut record in records.into_iter().skip(partial.queued) {
             record.status = rapid_proto::JobStatus::Failed;
             record.error = Some("could not be queued: the broker was unavailable".into());

@@ -13,7 +13,7 @@ use rapid_fleet::queue::{MemoryQueue, Queue};
 use rapid_fleet::shutdown;
 use rapid_fleet::state::{MemoryState, StateStore};
 use rapid_fleet::storage::{LocalStore, ObjectStore};
-use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
+use rapid_worker::consumer::{ConsumerOptions, JobConsumer, Stop};
 use rapid_worker::runner::Engines;
 use tokio::sync::watch;
 
@@ -56,11 +56,17 @@ pub async fn run(
             store: ObjectStore::Local(local.clone()),
             engines: Arc::new(Mutex::new(engines)),
             options: ConsumerOptions::from(&worker),
+            metrics: Arc::default(),
         };
         let rx = stopped.clone();
         tasks.spawn(async move {
-            consumer.run(shutdown::stopped(rx)).await;
-            Ok(())
+            match consumer.run(shutdown::stopped(rx)).await {
+                Stop::Shutdown => Ok(()),
+                Stop::Stalled => anyhow::bail!(
+                    "the watchdog found the engine hung (worker.stall_timeout_secs); the jobs in hand \
+                     went back to the queue. Restart the standalone scheduler"
+                ),
+            }
         });
     }
     let sender = CallbackSender::new(app_state.clone());

@@ -65,6 +65,15 @@ pub struct WorkerConfig {
     /// for ONNX Runtime's first-call planning (or OpenVINO's graph compilation).
     #[serde(default = "default_warm_up")]
     pub warm_up: bool,
+    /// The watchdog: a running job that finishes no step (nor its last stages) for this long is
+    /// treated as hung; its jobs go back to the queue as a failed attempt and the worker exits
+    /// (status 1) for its supervisor to restart it, since a hung engine thread cannot be
+    /// stopped. Set it above the longest stage (a 1024-px ESRGAN pass of a whole batch); 0 = off.
+    #[serde(default = "default_stall_timeout_secs")]
+    pub stall_timeout_secs: u64,
+    /// Where the worker serves `/livez`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9100`); absent =
+    /// no HTTP port.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -111,6 +120,8 @@ pub struct WorkerFile {
     pub s3: S3Config,
     pub worker: WorkerConfig,
     #[serde(default)]
+    pub telemetry: rapid_fleet::telemetry::TelemetryConfig,
+    #[serde(default)]
     pub scheduler: serde::de::IgnoredAny,
     #[serde(default)]
     pub tenants: serde::de::IgnoredAny,
@@ -152,6 +163,9 @@ fn default_grace_secs() -> u64 {
 }
 fn default_poll_ms() -> u64 {
     250
+}
+fn default_stall_timeout_secs() -> u64 {
+    300
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rapid_engine::pipeline::Progress;
 use rapid_proto::{EventKind, Job, JobRecord, JobStatus, RequestRecord};
@@ -16,10 +16,12 @@ use sha2::Digest;
 use tracing::Instrument;
 
 use rapid_fleet::jobs::{event, final_event, notify_if_request_done, queued_record, BackendError};
-use rapid_fleet::queue::{priority_level, Delivery, Queue, QueueError, Resubscribe, Topic};
+use rapid_fleet::queue::{priority_level, Delivery, Message, Queue, QueueError, Resubscribe, Topic};
 use rapid_fleet::state::{now_ms, StateError, StateStore};
 use rapid_fleet::storage::{image_key, Object, ObjectStore};
+use rapid_fleet::telemetry;
 
+use crate::metrics::{JobOutcome, WorkerMetrics};
 use crate::runner::{batch_key, group_by_key, Engines, JobError, RenderedImage};
 
 /// How a worker treats failures, shutdown and progress.
@@ -34,6 +36,8 @@ pub struct ConsumerOptions {
     pub max_batch: usize,
     /// How long to wait for more waiting jobs once one arrived, to fill a batch.
     pub batch_window: Duration,
+    /// The watchdog's limit on a running group without progress; `None` = no watchdog.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl From<&crate::config::WorkerConfig> for ConsumerOptions {
@@ -46,6 +50,7 @@ impl From<&crate::config::WorkerConfig> for ConsumerOptions {
             progress_interval: Duration::from_millis(config.progress_interval_ms.max(10)),
             max_batch: config.max_batch.get(),
             batch_window: Duration::from_millis(config.batch_window_ms),
+            stall_timeout: (config.stall_timeout_secs > 0).then(|| Duration::from_secs(config.stall_timeout_secs)),
         }
     }
 }
@@ -57,7 +62,22 @@ pub struct JobConsumer {
     pub store: ObjectStore,
     pub engines: Arc<Mutex<Engines>>,
     pub options: ConsumerOptions,
+    pub metrics: Arc<WorkerMetrics>,
 }
+
+/// Why [`JobConsumer::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Shutdown was asked for; the jobs in hand finished or went back to the queue.
+    Shutdown,
+    /// The watchdog found the engine hung. Its jobs went back to the queue as a failed attempt,
+    /// but the engine thread cannot be stopped and still holds the models: the process must exit
+    /// (without waiting for that thread) and be restarted by its supervisor.
+    Stalled,
+}
+
+/// The watchdog fired during a group: no later group may start on this worker.
+struct Stalled;
 
 /// What became of one delivery.
 enum Outcome {
@@ -80,26 +100,32 @@ impl JobConsumer {
     /// store fails (a RabbitMQ restart, a dropped connection), the jobs in hand go back to the
     /// queue with the dead channel, and the worker consumes again after a back-off, instead of
     /// exiting: it heals when the broker does.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Stop {
         tokio::pin!(shutdown);
         let mut resubscribe = Resubscribe::default();
         loop {
             resubscribe.subscribing();
-            let Err(error) = self.consume(&mut shutdown).await else { return };
+            let result = self.consume(&mut shutdown).await;
+            self.metrics.set_subscribed(false);
+            let error = match result {
+                Ok(stop) => return stop,
+                Err(error) => error,
+            };
             let pause = resubscribe.failed();
             tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "jobs: the broker failed; subscribing again after a pause");
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = &mut shutdown => return,
+                () = &mut shutdown => return Stop::Shutdown,
             }
         }
     }
 
-    /// One subscription: until `shutdown` (`Ok`) or a backend failure (`Err`).
-    async fn consume<F: Future<Output = ()>>(&self, shutdown: &mut Pin<&mut F>) -> Result<(), BackendError> {
+    /// One subscription: until `shutdown`, the watchdog (`Ok`) or a backend failure (`Err`).
+    async fn consume<F: Future<Output = ()>>(&self, shutdown: &mut Pin<&mut F>) -> Result<Stop, BackendError> {
         // A batch is made of unacknowledged deliveries, so the broker must hand out at least that many.
         let prefetch = self.options.prefetch.max(u16::try_from(self.options.max_batch).unwrap_or(u16::MAX));
         let mut consumer = self.queue.consume(Topic::Jobs, prefetch).await?;
+        self.metrics.set_subscribed(true);
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
@@ -121,70 +147,93 @@ impl JobConsumer {
             let handling = self.handle(deliveries, Arc::clone(&abort));
             tokio::pin!(handling);
             tokio::select! {
-                result = &mut handling => result?,
+                result = &mut handling => {
+                    if let ControlFlow::Break(Stalled) = result? {
+                        // Whatever else was delivered goes back with the dead subscription.
+                        consumer.stop().await.ok();
+                        return Ok(Stop::Stalled);
+                    }
+                }
                 () = shutdown.as_mut() => {
                     tracing::info!(grace_s = self.options.shutdown_grace.as_secs(), "shutting down: finishing the jobs in hand");
                     consumer.stop().await?;
                     if tokio::time::timeout(self.options.shutdown_grace, &mut handling).await.is_err() {
                         tracing::warn!("grace period over: stopping the jobs and requeueing them");
                         abort.store(true, Ordering::Relaxed);
-                        handling.await?;
+                        if let ControlFlow::Break(Stalled) = handling.await? {
+                            return Ok(Stop::Stalled);
+                        }
                     }
                     break;
                 }
             }
         }
         consumer.stop().await.ok();
-        Ok(())
+        Ok(Stop::Shutdown)
     }
 
     /// Decodes the deliveries, groups the jobs that can share U-Net calls, and runs each group.
-    async fn handle(&self, deliveries: Vec<Delivery>, abort: Arc<AtomicBool>) -> Result<(), BackendError> {
+    async fn handle(
+        &self,
+        deliveries: Vec<Delivery>,
+        abort: Arc<AtomicBool>,
+    ) -> Result<ControlFlow<Stalled>, BackendError> {
         let mut jobs = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let job: Job = match rapid_proto::decode(delivery.body()) {
                 Ok(job) => job,
                 Err(e) => {
                     self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
+                    self.metrics.job_ended(JobOutcome::DeadLettered);
                     delivery.ack().await?;
                     continue;
                 }
             };
             jobs.push((delivery, job));
         }
+        let mut flow = ControlFlow::Continue(());
         for group in group_by_key(jobs, |(_, job)| batch_key(job)) {
-            if abort.load(Ordering::Relaxed) {
-                // Shutdown ran out of grace before this group started: hand it back untouched.
+            if abort.load(Ordering::Relaxed) || flow.is_break() {
+                // Shutdown ran out of grace, or the engine hung, before this group started: hand
+                // it back untouched.
                 for (delivery, _) in group {
                     delivery.requeue().await?;
+                    self.metrics.job_ended(JobOutcome::Requeued);
                 }
                 continue;
             }
-            self.handle_group(group, &abort).await?;
+            flow = self.handle_group(group, &abort).await?;
         }
-        Ok(())
+        Ok(flow)
     }
 
-    async fn handle_group(&self, group: Vec<(Delivery, Job)>, abort: &Arc<AtomicBool>) -> Result<(), BackendError> {
+    async fn handle_group(
+        &self,
+        group: Vec<(Delivery, Job)>,
+        abort: &Arc<AtomicBool>,
+    ) -> Result<ControlFlow<Stalled>, BackendError> {
         let mut admitted = Vec::with_capacity(group.len());
         for (delivery, job) in group {
-            match self.admit(&job, delivery.redelivered()).instrument(job_span(&job)).await {
+            match self.admit(&job, delivery.redelivered()).instrument(job_span(&job, &delivery)).await {
                 Ok(Some((request, record))) => admitted.push(Admitted { delivery, job, request, record }),
                 Ok(None) => self.settle(delivery, Ok(Outcome::Done)).await?,
                 Err(e) => self.settle(delivery, Err(e)).await?,
             }
         }
         if admitted.is_empty() {
-            return Ok(());
+            return Ok(ControlFlow::Continue(()));
         }
         let span = tracing::info_span!("batch", jobs = admitted.len());
-        let results = self.render(&mut admitted, abort).instrument(span).await?;
+        self.metrics.set_busy(true);
+        let rendered = self.render(&mut admitted, abort).instrument(span).await;
+        self.metrics.set_busy(false);
+        let (results, flow) = rendered?;
         for (job, result) in admitted.into_iter().zip(results) {
-            let span = job_span(&job.job);
+            let span = job_span(&job.job, &job.delivery);
             let outcome = self.complete(&job.job, &job.request, job.record, result, abort).instrument(span).await;
             self.settle(job.delivery, outcome).await?;
         }
-        Ok(())
+        Ok(flow)
     }
 
     /// Acknowledges or requeues a delivery by what became of its job.
@@ -196,6 +245,7 @@ impl JobConsumer {
             // to the dead-letter queue with the reason instead of stopping the worker.
             Err(BackendError::State(e @ StateError::Corrupt { .. })) => {
                 self.queue.dead_letter(Topic::Jobs, delivery.body(), &e.to_string()).await?;
+                self.metrics.job_ended(JobOutcome::DeadLettered);
                 delivery.ack().await?;
             }
             // Broker or Redis unreachable: give up this subscription (`run` consumes again after a
@@ -213,6 +263,7 @@ impl JobConsumer {
             let reason =
                 format!("request {} is unknown to the state store (expired or never accepted)", job.request_id);
             self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
+            self.metrics.job_ended(JobOutcome::DeadLettered);
             return Ok(None);
         };
         let previous = self.state.job(&job.id).await?;
@@ -223,15 +274,21 @@ impl JobConsumer {
         let mut record = previous.unwrap_or_else(|| queued_record(job));
         if self.state.is_cancelled(&job.request_id).await? {
             self.finish(&request, record, JobStatus::Cancelled).await?;
+            self.metrics.job_ended(JobOutcome::Cancelled);
             return Ok(None);
         }
         if job.deadline_ms.is_some_and(|deadline| now_ms() > deadline) {
             record.error = Some("the request's deadline passed before a worker could start it".into());
             self.finish(&request, record, JobStatus::Failed).await?;
+            self.metrics.job_ended(JobOutcome::Failed);
             return Ok(None);
         }
         if redelivered {
             tracing::warn!("redelivered: the previous worker stopped before acknowledging");
+        }
+        if record.attempts == 0 {
+            let waited = now_ms().saturating_sub(request.created_ms);
+            self.metrics.queue_wait(job.priority, Duration::from_millis(waited));
         }
         record.status = JobStatus::Running;
         record.attempts += 1;
@@ -254,17 +311,31 @@ impl JobConsumer {
         abort: &Arc<AtomicBool>,
     ) -> Result<Outcome, BackendError> {
         let result = match rendered {
-            Ok(image) => self.upload(job, &image).await.map(|images| (image, images)),
+            Ok(image) => {
+                let started = Instant::now();
+                let uploaded = self.upload(job, &image).await;
+                self.metrics.stage_ms("upload", started.elapsed().as_secs_f64() * 1000.0);
+                uploaded.map(|images| (image, images))
+            }
             Err(e) => Err(e),
         };
         match result {
             Ok((image, images)) => {
+                for (stage, ms) in &image.timings_ms {
+                    // The per-step mean is not a stage of its own; the U-Net's stage is its total.
+                    match stage.as_str() {
+                        "unet_per_step" => {}
+                        "unet_total" => self.metrics.stage_ms("unet", *ms),
+                        stage => self.metrics.stage_ms(stage, *ms),
+                    }
+                }
                 // Progress is sampled; the record of a finished job shows every step done.
                 record.step = record.total_steps;
                 record.images = images;
                 record.timings_ms = image.timings_ms;
                 record.entities = image.entities;
                 record.batch_size = Some(image.batch_size as u32);
+                self.metrics.job_ended(JobOutcome::Succeeded);
                 self.finish(request, record, JobStatus::Succeeded).await
             }
             Err(JobError::Stopped) if abort.load(Ordering::Relaxed) => {
@@ -274,11 +345,16 @@ impl JobConsumer {
                 self.state.put_job(&record).await?;
                 let reason = "the worker shut down before the job finished; requeued".to_owned();
                 self.state.append_event(&event(&record, EventKind::Failed { reason, retryable: true })).await?;
+                self.metrics.job_ended(JobOutcome::Requeued);
                 Ok(Outcome::Requeue)
             }
-            Err(JobError::Stopped) => self.finish(request, record, JobStatus::Cancelled).await,
+            Err(JobError::Stopped) => {
+                self.metrics.job_ended(JobOutcome::Cancelled);
+                self.finish(request, record, JobStatus::Cancelled).await
+            }
             Err(JobError::Permanent(reason)) => {
                 self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
+                self.metrics.job_ended(JobOutcome::DeadLettered);
                 record.error = Some(reason);
                 self.finish(request, record, JobStatus::Failed).await
             }
@@ -287,21 +363,26 @@ impl JobConsumer {
     }
 
     /// Runs the engine on a blocking thread for a group of jobs while this task reports each
-    /// job's progress and watches each request's cancel flag.
+    /// job's progress, watches each request's cancel flag, and is the watchdog: a group without
+    /// progress for `stall_timeout` ends as a retryable failure of each job, and `Break`.
     async fn render(
         &self,
         admitted: &mut [Admitted],
         abort: &Arc<AtomicBool>,
-    ) -> Result<Vec<Result<RenderedImage, JobError>>, BackendError> {
+    ) -> Result<(Vec<Result<RenderedImage, JobError>>, ControlFlow<Stalled>), BackendError> {
         let count = admitted.len();
         let cancelled: Arc<Vec<AtomicBool>> = Arc::new((0..count).map(|_| AtomicBool::new(false)).collect());
-        let (progress_tx, progress_rx) = tokio::sync::watch::channel(vec![None::<Progress>; count]);
+        let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(vec![None::<Progress>; count]);
         let engines = Arc::clone(&self.engines);
         let jobs: Vec<Job> = admitted.iter().map(|a| a.job.clone()).collect();
         let (cancelled_flags, abort_flag) = (Arc::clone(&cancelled), Arc::clone(abort));
         let mut engine = tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "failpoints")]
+            let first_attempts: Vec<bool> = jobs.iter().map(|job| job.attempt == 0).collect();
             let mut engines = engines.lock().unwrap_or_else(PoisonError::into_inner);
             engines.run_batch(&jobs, &mut |index, progress| {
+                // `make faults` hangs a step here (`--features failpoints`); nothing otherwise.
+                fail::fail_point!("worker-step", first_attempts[index], |_| ControlFlow::Continue(()));
                 progress_tx.send_modify(|all| all[index] = Some(progress));
                 if cancelled_flags[index].load(Ordering::Relaxed) || abort_flag.load(Ordering::Relaxed) {
                     ControlFlow::Break(())
@@ -314,15 +395,33 @@ impl JobConsumer {
             tracing::info!(jobs = count, "denoising together");
         }
         let mut ticker = tokio::time::interval(self.options.progress_interval);
+        let mut last_progress = Instant::now();
         loop {
             tokio::select! {
                 result = &mut engine => {
-                    return Ok(result.unwrap_or_else(|e| {
+                    let results = result.unwrap_or_else(|e| {
                         let reason = format!("the engine thread panicked: {e}");
                         (0..count).map(|_| Err(JobError::Retryable(reason.clone()))).collect()
-                    }));
+                    });
+                    return Ok((results, ControlFlow::Continue(())));
                 }
                 _ = ticker.tick() => {
+                    if progress_rx.has_changed().unwrap_or(false) {
+                        last_progress = Instant::now();
+                    }
+                    if let Some(limit) = self.options.stall_timeout.filter(|limit| last_progress.elapsed() > *limit) {
+                        self.metrics.stalled();
+                        // Should the thread ever wake, it stops at its next step.
+                        abort.store(true, Ordering::Relaxed);
+                        let reason = format!(
+                            "the worker's engine made no progress for {} s (worker.stall_timeout_secs); \
+                             the worker restarts",
+                            limit.as_secs()
+                        );
+                        tracing::error!(jobs = count, %reason, "watchdog: the engine is hung");
+                        let results = (0..count).map(|_| Err(JobError::Retryable(reason.clone()))).collect();
+                        return Ok((results, ControlFlow::Break(Stalled)));
+                    }
                     let mut checked: Vec<(&str, bool)> = Vec::new();
                     for (index, job) in admitted.iter().enumerate() {
                         let request_id = job.job.request_id.as_str();
@@ -338,7 +437,7 @@ impl JobConsumer {
                             cancelled[index].store(true, Ordering::Relaxed);
                         }
                     }
-                    let latest = progress_rx.borrow().clone();
+                    let latest = progress_rx.borrow_and_update().clone();
                     for (job, progress) in admitted.iter_mut().zip(latest) {
                         let record = &mut job.record;
                         if let Some(progress) = progress.filter(|p| p.step as u32 != record.step) {
@@ -357,13 +456,17 @@ impl JobConsumer {
 
     async fn upload(&self, job: &Job, image: &RenderedImage) -> Result<Vec<rapid_proto::ImageRef>, JobError> {
         let key = image_key(&job.tenant, &job.request_id, &job.id, 0, image.format.extension());
-        let metadata = [
+        let mut metadata = vec![
             ("model", image.model.clone()),
             ("seed", job.seed.to_string()),
             ("prompt-sha256", hex::encode(sha2::Sha256::digest(job.prompt.as_bytes()))),
             ("ai-generated", "true".to_owned()),
             ("job-id", job.id.clone()),
         ];
+        // The image names the trace of the request and job that made it.
+        if let Some(traceparent) = telemetry::traceparent(&tracing::Span::current()) {
+            metadata.push((telemetry::TRACEPARENT, traceparent));
+        }
         let object = Object { key: &key, bytes: &image.bytes, content_type: image.content_type(), metadata: &metadata };
         self.store.put(object).await.map_err(|e| JobError::Retryable(e.to_string()))?;
         Ok(vec![rapid_proto::ImageRef {
@@ -386,6 +489,7 @@ impl JobConsumer {
         if next_attempt >= self.options.max_attempts {
             let reason = format!("gave up after {next_attempt} attempts; last error: {reason}");
             self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
+            self.metrics.job_ended(JobOutcome::DeadLettered);
             record.error = Some(reason);
             return self.finish(request, record, JobStatus::Failed).await;
         }
@@ -397,9 +501,14 @@ impl JobConsumer {
         self.state.put_job(&record).await?;
         self.state.append_event(&event(&record, EventKind::Failed { reason, retryable: true })).await?;
         let retry = Job { attempt: next_attempt, ..job.clone() };
-        self.queue
-            .publish_delayed(Topic::Jobs, &rapid_proto::encode(&retry), priority_level(job.priority), delay)
-            .await?;
+        let retry = Message {
+            body: rapid_proto::encode(&retry),
+            priority: priority_level(job.priority),
+            // The retry continues this attempt's trace.
+            traceparent: telemetry::traceparent(&tracing::Span::current()),
+        };
+        self.queue.publish_delayed(Topic::Jobs, retry, delay).await?;
+        self.metrics.job_ended(JobOutcome::Retried);
         Ok(Outcome::Done)
     }
 
@@ -420,6 +529,11 @@ impl JobConsumer {
     }
 }
 
-fn job_span(job: &Job) -> tracing::Span {
-    tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt)
+/// The span of one job's run, a child of the request's trace when its message carries one.
+fn job_span(job: &Job, delivery: &Delivery) -> tracing::Span {
+    let span = tracing::info_span!("job", job = %job.id, request = %job.request_id, attempt = job.attempt);
+    if let Some(traceparent) = delivery.traceparent() {
+        telemetry::continue_trace(&span, &traceparent);
+    }
+    span
 }

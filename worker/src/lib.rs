@@ -6,4 +6,6 @@
 
 pub mod config;
 pub mod consumer;
+pub mod health;
+pub mod metrics;
 pub mod runner;

@@ -36,18 +36,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    // `generate` keeps stderr for errors and progress; the long-running worker logs its work.
-    let default_filter = match cli.command {
-        Command::Generate(_) => "warn",
-        Command::Run(_) => "info",
+    // `generate` keeps stderr for errors and progress; `run` sets up its logs and traces from
+    // its configuration's `[telemetry]`.
+    if let Command::Generate(_) = cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // `make faults` builds with fault injection and configures it through `FAILPOINTS`.
+    #[cfg(feature = "failpoints")]
+    let _fail_scenario = {
+        eprintln!("fault injection is compiled in; FAILPOINTS={:?}", std::env::var("FAILPOINTS").ok());
+        fail::FailScenario::setup()
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAPID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
         Command::Run(args) => run::run(args),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use rapid_engine::runtime::Runtime;
 use rapid_fleet::config;
@@ -13,7 +13,9 @@ use rapid_fleet::queue::{AmqpQueue, Queue};
 use rapid_fleet::state::{RedisState, StateStore};
 use rapid_fleet::storage::{ObjectStore, S3Store};
 use rapid_worker::config::WorkerFile;
-use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
+use rapid_worker::consumer::{ConsumerOptions, JobConsumer, Stop};
+use rapid_worker::health;
+use rapid_worker::metrics::WorkerMetrics;
 use rapid_worker::runner::Engines;
 
 #[derive(Args, Debug)]
@@ -25,16 +27,26 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let file: WorkerFile = config::load(&args.config)?;
+    let _telemetry = rapid_fleet::telemetry::init(&file.telemetry, "rapid-worker", "info")?;
     let options = file.worker.runtime_options()?;
     let runtime = Runtime::new(&options)?;
+    // The engine runs on blocking threads; the async side only does I/O.
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let metrics = Arc::new(WorkerMetrics::default());
+    if let Some(listen) = file.worker.listen {
+        // Up before the models load: `/livez` answers through a long load, `/readyz` does not.
+        let listener = tokio
+            .block_on(tokio::net::TcpListener::bind(listen))
+            .with_context(|| format!("worker.listen: cannot listen on {listen}; pick a free port"))?;
+        tracing::info!(%listen, "serving /livez, /readyz and /metrics");
+        tokio.spawn(health::serve(listener, Arc::clone(&metrics)));
+    }
     // Models load (and warm up) before the first connection: a broken model directory stops the
     // worker here, and the broker sees no consumer until the first job can run at full speed.
     let engines = Engines::start(&runtime, &file.worker)?;
     tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models ready");
 
-    // The engine runs on blocking threads; the async side only does I/O.
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    tokio.block_on(async {
+    let stop = tokio.block_on(async {
         let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp).await?);
         let ttl = Duration::from_secs(file.redis.finished_ttl_secs);
         let state = StateStore::Redis(RedisState::connect(&file.redis.url, &file.redis.key_prefix, ttl).await?);
@@ -45,10 +57,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             store,
             engines: Arc::new(Mutex::new(engines)),
             options: ConsumerOptions::from(&file.worker),
+            metrics,
         };
         tracing::info!("waiting for jobs");
-        consumer.run(rapid_fleet::shutdown::signal()).await;
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })
+        anyhow::Ok(consumer.run(rapid_fleet::shutdown::signal()).await)
+    })?;
+    match stop {
+        Stop::Shutdown => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Stop::Stalled => {
+            // The hung engine thread would keep the runtime's shutdown waiting for ever.
+            tokio.shutdown_background();
+            anyhow::bail!(
+                "the watchdog found the engine hung (worker.stall_timeout_secs); its jobs were handed back to \
+                 the queue. Exiting so that the supervisor restarts this worker"
+            )
+        }
+    }
 }

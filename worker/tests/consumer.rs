@@ -16,7 +16,8 @@ use rapid_proto::{
     EventKind, ImageFormat, Job, JobStatus, Priority, RequestKind, RequestRecord, Sampler, SCHEMA_VERSION,
 };
 use rapid_worker::config::WorkerFile;
-use rapid_worker::consumer::{ConsumerOptions, JobConsumer};
+use rapid_worker::consumer::{ConsumerOptions, JobConsumer, Stop};
+use rapid_worker::metrics::WorkerMetrics;
 use rapid_worker::runner::Engines;
 use tokio::sync::watch;
 
@@ -32,13 +33,19 @@ struct Harness {
     state: StateStore,
     store_root: PathBuf,
     stop: watch::Sender<bool>,
-    worker: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<Stop>,
+    engines: Arc<Mutex<Engines>>,
+    metrics: Arc<WorkerMetrics>,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
     /// `store_root` relative to a fresh temporary folder; `shutdown_grace` as the worker's.
     fn start(store_root: &str, shutdown_grace: Duration) -> Self {
+        Self::start_with_watchdog(store_root, shutdown_grace, None)
+    }
+
+    fn start_with_watchdog(store_root: &str, shutdown_grace: Duration, stall_timeout: Option<Duration>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("worker.toml");
         let model = repo().join("tests/fixtures/models/tiny-sd-clip");
@@ -72,16 +79,19 @@ progress_interval_ms = 10
         let queue = MemoryQueue::default();
         let state = StateStore::Memory(MemoryState::new(Duration::from_secs(600)));
         let store_root = dir.path().join(store_root);
+        let engines = Arc::new(Mutex::new(engines));
+        let metrics = Arc::new(WorkerMetrics::default());
         let consumer = JobConsumer {
             queue: Queue::Memory(queue.clone()),
             state: state.clone(),
             store: ObjectStore::Local(LocalStore::new(&store_root)),
-            engines: Arc::new(Mutex::new(engines)),
-            options: ConsumerOptions { shutdown_grace, ..ConsumerOptions::from(&file.worker) },
+            engines: Arc::clone(&engines),
+            options: ConsumerOptions { shutdown_grace, stall_timeout, ..ConsumerOptions::from(&file.worker) },
+            metrics: Arc::clone(&metrics),
         };
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(async move { consumer.run(rapid_fleet::shutdown::stopped(stopped)).await });
-        Self { queue, state, store_root, stop, worker, _dir: dir }
+        Self { queue, state, store_root, stop, worker, engines, metrics, _dir: dir }
     }
 
     /// Records a one-job request and publishes its job, as the scheduler's planner does.
@@ -134,7 +144,7 @@ progress_interval_ms = 10
 
     async fn shut_down(self) {
         self.stop.send_replace(true);
-        self.worker.await.unwrap();
+        assert_eq!(self.worker.await.unwrap(), Stop::Shutdown);
     }
 }
 
@@ -291,4 +301,43 @@ async fn shutdown_past_the_grace_period_requeues_the_job_in_hand() {
     assert_eq!(record.status, JobStatus::Queued, "handed back, not failed");
     assert_eq!(queue.depth(Topic::Jobs).await.unwrap(), 1, "the delivery went back to the queue");
     assert_eq!(fleet_queue.unacknowledged(Topic::Jobs), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_engine_is_caught_by_the_watchdog_and_its_job_goes_back_as_a_failed_attempt() {
+    let fleet = Harness::start_with_watchdog("images", Duration::from_secs(30), Some(Duration::from_millis(500)));
+    // From the consumer's side, an engine that holds its lock and never returns is a hung step:
+    // no progress arrives. This thread holds the lock until the test lets go.
+    let engines = Arc::clone(&fleet.engines);
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _guard = engines.lock().unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().ok();
+    });
+    locked_rx.recv().unwrap();
+
+    let job = fleet.submit("hung", 4).await;
+    let stop = tokio::time::timeout(Duration::from_secs(30), fleet.worker).await.expect("the watchdog fires");
+    assert_eq!(stop.unwrap(), Stop::Stalled, "a hung engine ends the consumer so that the process can restart");
+
+    let record = fleet.state.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Queued, "handed back for another attempt: {record:?}");
+    assert_eq!(record.attempts, 1);
+    assert!(record.error.as_deref().is_some_and(|e| e.contains("no progress")), "{record:?}");
+    // The retry is published (after its back-off) and the hung delivery acknowledged: nothing lost.
+    for _ in 0..300 {
+        if Queue::Memory(fleet.queue.clone()).depth(Topic::Jobs).await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(Queue::Memory(fleet.queue.clone()).depth(Topic::Jobs).await.unwrap(), 1, "the retry waits in the queue");
+    assert_eq!(fleet.queue.unacknowledged(Topic::Jobs), 0);
+    let metrics = fleet.metrics.render();
+    assert!(metrics.contains("rapid_worker_stalls_total 1"), "{metrics}");
+    assert!(metrics.contains("rapid_worker_jobs_total{outcome=\"retried\"} 1"), "{metrics}");
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
 }

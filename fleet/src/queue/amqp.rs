@@ -23,8 +23,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{Lane, QueueError, Topic};
+use super::{Lane, Message, QueueError, Topic};
 use crate::config::{AmqpConfig, QueueType};
+use crate::telemetry::TRACEPARENT;
 
 const MAX_PRIORITY: i32 = 9;
 
@@ -180,25 +181,25 @@ impl AmqpQueue {
 
     /// Publishes `bodies` into `lane` in order. On failure, the error comes with how many bodies,
     /// from the first, the broker confirmed.
-    pub(super) async fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) -> Result<(), (usize, QueueError)> {
+    pub(super) async fn publish_all_to_lane(
+        &self,
+        lane: &Lane,
+        bodies: &[Vec<u8>],
+        traceparent: Option<&str>,
+    ) -> Result<(), (usize, QueueError)> {
         let name = self.lane(lane);
         self.declare_lane(&name).await.map_err(|e| (0, e))?;
-        let messages: Vec<_> = bodies.iter().map(|body| (body.as_slice(), BasicProperties::default())).collect();
+        let properties = with_traceparent(BasicProperties::default(), traceparent);
+        let messages: Vec<_> = bodies.iter().map(|body| (body.as_slice(), properties.clone())).collect();
         self.send_all(&name, &messages).await?;
         self.shared.lane_published.notify_one();
         Ok(())
     }
 
-    /// Publishes every `(body, priority)` into a topic's queue in order, confirms awaited in windows.
-    pub(super) async fn publish_all(
-        &self,
-        topic: Topic,
-        messages: &[(Vec<u8>, u8)],
-    ) -> Result<(), (usize, QueueError)> {
-        let messages: Vec<_> = messages
-            .iter()
-            .map(|(body, priority)| (body.as_slice(), BasicProperties::default().with_priority(*priority)))
-            .collect();
+    /// Publishes every message into a topic's queue in order, confirms awaited in windows.
+    pub(super) async fn publish_all(&self, topic: Topic, messages: &[Message]) -> Result<(), (usize, QueueError)> {
+        let messages: Vec<_> =
+            messages.iter().map(|message| (message.body.as_slice(), properties_of(message))).collect();
         self.send_all(&self.main(topic), &messages).await
     }
 
@@ -264,8 +265,7 @@ impl AmqpQueue {
     pub(super) async fn publish_delayed(
         &self,
         topic: Topic,
-        body: &[u8],
-        priority: u8,
+        message: &Message,
         delay: Duration,
     ) -> Result<(), QueueError> {
         let millis = delay.as_millis().clamp(1, i32::MAX as u128) as i32;
@@ -275,7 +275,7 @@ impl AmqpQueue {
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
         arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(self.main(topic))));
         self.declare(&retry, arguments).await?;
-        self.send(&retry, body, BasicProperties::default().with_priority(priority)).await
+        self.send(&retry, &message.body, properties_of(message)).await
     }
 
     pub(super) async fn dead_letter(&self, topic: Topic, body: &[u8], reason: &str) -> Result<(), QueueError> {
@@ -298,6 +298,25 @@ impl AmqpQueue {
         let queue =
             self.link().await?.publisher.queue_declare(&self.main(topic), options, FieldTable::default()).await?;
         Ok(queue.message_count())
+    }
+}
+
+fn properties_of(message: &Message) -> BasicProperties {
+    with_traceparent(BasicProperties::default().with_priority(message.priority), message.traceparent.as_deref())
+}
+
+fn with_traceparent(properties: BasicProperties, traceparent: Option<&str>) -> BasicProperties {
+    let Some(traceparent) = traceparent else { return properties };
+    let mut headers = FieldTable::default();
+    headers.insert(TRACEPARENT.into(), AMQPValue::LongString(LongString::from(traceparent)));
+    properties.with_headers(headers)
+}
+
+/// The `traceparent` header of a received message, if it has one.
+pub(super) fn traceparent_of(properties: &BasicProperties) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(TRACEPARENT)? {
+        AMQPValue::LongString(value) => Some(value.to_string()),
+        _ => None,
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rapid_proto::Priority;
 
 use super::amqp::AmqpLaneReader;
-use super::{priority_level, FairShare, Lane, MemoryQueue, Queue, QueueError, Resubscribe, Topic};
+use super::{priority_level, FairShare, Lane, MemoryQueue, Message, Queue, QueueError, Resubscribe, Topic};
 
 /// Most jobs moved in one round, so a large `ready_jobs` does not hold thousands in hand.
 const MOVES_PER_ROUND: u32 = 256;
@@ -109,10 +109,10 @@ impl Dispatcher {
         while messages.len() < room as usize {
             let Some(lane) = self.next_lane(&empty) else { break };
             match reader.take(lane, &self.lanes[lane]).await? {
-                Some((body, remaining, receipt)) => {
+                Some((body, traceparent, remaining, receipt)) => {
                     let class = self.lanes[lane].class;
                     self.fair.served(class, &self.lanes[lane].tenant);
-                    messages.push((body, priority_level(class)));
+                    messages.push(Message { body, priority: priority_level(class), traceparent });
                     taken.push(receipt);
                     if remaining == 0 {
                         empty.insert(lane);
@@ -161,6 +161,9 @@ enum LaneReader {
     Memory(MemoryQueue),
 }
 
+/// A job's body and trace context, the jobs left behind it in its lane, and its receipt.
+type TakenJob = (Vec<u8>, Option<String>, u32, Taken);
+
 /// A job taken out of its lane, to be acknowledged once it is safely in `jobs`.
 enum Taken {
     Amqp(Box<lapin::message::BasicGetMessage>),
@@ -175,15 +178,18 @@ impl LaneReader {
         }
     }
 
-    /// The oldest job of a lane, the number left behind it, and its acknowledgement.
-    /// `index`: the lane's place in the list the reader was opened with.
-    async fn take(&self, index: usize, lane: &Lane) -> Result<Option<(Vec<u8>, u32, Taken)>, QueueError> {
+    /// The oldest job of a lane with its trace context, the number left behind it, and its
+    /// acknowledgement. `index`: the lane's place in the list the reader was opened with.
+    async fn take(&self, index: usize, lane: &Lane) -> Result<Option<TakenJob>, QueueError> {
         match self {
             Self::Amqp(reader) => Ok(reader.take(index).await?.map(|message| {
                 let body = message.delivery.data.clone();
-                (body, message.message_count, Taken::Amqp(Box::new(message)))
+                let traceparent = super::amqp::traceparent_of(&message.delivery.properties);
+                (body, traceparent, message.message_count, Taken::Amqp(Box::new(message)))
             })),
-            Self::Memory(q) => Ok(q.take_from_lane(lane).map(|(body, left)| (body, left, Taken::Memory))),
+            Self::Memory(q) => {
+                Ok(q.take_from_lane(lane).map(|((body, traceparent), left)| (body, traceparent, left, Taken::Memory)))
+            }
         }
     }
 }

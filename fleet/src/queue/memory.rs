@@ -10,10 +10,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Lane, Topic};
+use super::{Lane, Message, Topic};
 
 /// Waiting messages of one topic: highest priority first, then oldest (lowest sequence) first.
-type Waiting = BinaryHeap<(u8, Reverse<u64>, Vec<u8>)>;
+/// The sequence is unique, so the body and trace context are never compared.
+type Waiting = BinaryHeap<(u8, Reverse<u64>, Vec<u8>, Option<String>)>;
+
+/// A job waiting in a lane, with the trace context it continues.
+type LaneEntry = (Vec<u8>, Option<String>);
 
 #[derive(Clone, Default)]
 pub struct MemoryQueue {
@@ -23,7 +27,7 @@ pub struct MemoryQueue {
 #[derive(Default)]
 struct Inner {
     topics: Mutex<HashMap<Topic, Waiting>>,
-    lanes: Mutex<HashMap<Lane, VecDeque<Vec<u8>>>>,
+    lanes: Mutex<HashMap<Lane, VecDeque<LaneEntry>>>,
     dead: Mutex<Vec<(Topic, Vec<u8>, String)>>,
     unacknowledged: Mutex<HashMap<Topic, u32>>,
     sequence: std::sync::atomic::AtomicU64,
@@ -37,17 +41,23 @@ impl MemoryQueue {
     }
 
     pub(super) fn publish(&self, topic: Topic, body: Vec<u8>, priority: u8) {
+        self.publish_message(topic, Message { body, priority, traceparent: None });
+    }
+
+    pub(super) fn publish_message(&self, topic: Topic, message: Message) {
         let sequence = self.inner.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.topics().entry(topic).or_default().push((priority, Reverse(sequence), body));
+        let Message { body, priority, traceparent } = message;
+        self.topics().entry(topic).or_default().push((priority, Reverse(sequence), body, traceparent));
         self.inner.arrived.notify_waiters();
     }
 
-    fn lanes(&self) -> MutexGuard<'_, HashMap<Lane, VecDeque<Vec<u8>>>> {
+    fn lanes(&self) -> MutexGuard<'_, HashMap<Lane, VecDeque<LaneEntry>>> {
         self.inner.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(super) fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) {
-        self.lanes().entry(lane.clone()).or_default().extend(bodies.iter().cloned());
+    pub(super) fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>], traceparent: Option<&str>) {
+        let entries = bodies.iter().map(|body| (body.clone(), traceparent.map(str::to_owned)));
+        self.lanes().entry(lane.clone()).or_default().extend(entries);
         self.inner.lane_published.notify_one();
     }
 
@@ -59,18 +69,18 @@ impl MemoryQueue {
         self.lanes().get(lane).map_or(0, |waiting| waiting.len() as u32)
     }
 
-    /// The oldest job of `lane`, taken out, and how many stay behind it.
-    pub(super) fn take_from_lane(&self, lane: &Lane) -> Option<(Vec<u8>, u32)> {
+    /// The oldest job of `lane` (with its trace context), taken out, and how many stay behind it.
+    pub(super) fn take_from_lane(&self, lane: &Lane) -> Option<(LaneEntry, u32)> {
         let mut lanes = self.lanes();
         let waiting = lanes.get_mut(lane)?;
-        waiting.pop_front().map(|body| (body, waiting.len() as u32))
+        waiting.pop_front().map(|entry| (entry, waiting.len() as u32))
     }
 
-    pub(super) fn publish_delayed(&self, topic: Topic, body: Vec<u8>, priority: u8, delay: Duration) {
+    pub(super) fn publish_delayed(&self, topic: Topic, message: Message, delay: Duration) {
         let queue = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            queue.publish(topic, body, priority);
+            queue.publish_message(topic, message);
         });
     }
 
@@ -104,11 +114,11 @@ impl MemoryQueue {
         MemoryConsumer { queue: self.clone(), topic, stopped: false }
     }
 
-    fn pop(&self, topic: Topic) -> Option<(u8, Vec<u8>)> {
+    fn pop(&self, topic: Topic) -> Option<Message> {
         let popped = self.topics().get_mut(&topic).and_then(BinaryHeap::pop);
-        popped.map(|(priority, _, body)| {
+        popped.map(|(priority, _, body, traceparent)| {
             *self.unacknowledged_counts().entry(topic).or_default() += 1;
-            (priority, body)
+            Message { body, priority, traceparent }
         })
     }
 
@@ -133,8 +143,14 @@ impl MemoryConsumer {
             }
             // Register interest before looking, so a publish between the look and the wait is not missed.
             let arrived = self.queue.inner.arrived.notified();
-            if let Some((priority, body)) = self.queue.pop(self.topic) {
-                return Some(MemoryDelivery { queue: self.queue.clone(), topic: self.topic, priority, body });
+            if let Some(Message { body, priority, traceparent }) = self.queue.pop(self.topic) {
+                return Some(MemoryDelivery {
+                    queue: self.queue.clone(),
+                    topic: self.topic,
+                    priority,
+                    body,
+                    traceparent,
+                });
             }
             arrived.await;
         }
@@ -150,6 +166,7 @@ pub struct MemoryDelivery {
     topic: Topic,
     priority: u8,
     pub(super) body: Vec<u8>,
+    pub(super) traceparent: Option<String>,
 }
 
 impl MemoryDelivery {
@@ -159,6 +176,7 @@ impl MemoryDelivery {
 
     pub(super) fn requeue(self) {
         self.queue.settled(self.topic);
-        self.queue.publish(self.topic, self.body, self.priority);
+        let message = Message { body: self.body, priority: self.priority, traceparent: self.traceparent };
+        self.queue.publish_message(self.topic, message);
     }
 }

@@ -100,6 +100,16 @@ impl Lane {
     }
 }
 
+/// A message as it moves between queues: its body, its priority, and the W3C trace context of the
+/// work it continues (`traceparent`). The context travels as an AMQP header, not in the body, so
+/// the job schema stays as it is and a consumer that predates it ignores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub priority: u8,
+    pub traceparent: Option<String>,
+}
+
 /// AMQP message priority (0–9): interactive work overtakes batch work already waiting.
 pub fn priority_level(priority: Priority) -> u8 {
     match priority {
@@ -129,13 +139,20 @@ impl Queue {
     /// Publishes new jobs durably into their tenant's lane, in order, where they wait for the
     /// dispatcher; the broker's confirms are awaited in windows, not one by one. On failure, the
     /// error says how many jobs, from the first, are safely queued.
-    pub async fn publish_all_to_lane(&self, lane: &Lane, bodies: &[Vec<u8>]) -> Result<(), PartialPublish> {
+    /// All of them continue the trace `traceparent` names (the request that made them).
+    pub async fn publish_all_to_lane(
+        &self,
+        lane: &Lane,
+        bodies: &[Vec<u8>],
+        traceparent: Option<&str>,
+    ) -> Result<(), PartialPublish> {
         match self {
-            Self::Amqp(q) => {
-                q.publish_all_to_lane(lane, bodies).await.map_err(|(queued, error)| PartialPublish { queued, error })
-            }
+            Self::Amqp(q) => q
+                .publish_all_to_lane(lane, bodies, traceparent)
+                .await
+                .map_err(|(queued, error)| PartialPublish { queued, error }),
             Self::Memory(q) => {
-                q.publish_all_to_lane(lane, bodies);
+                q.publish_all_to_lane(lane, bodies, traceparent);
                 Ok(())
             }
         }
@@ -157,34 +174,28 @@ impl Queue {
         }
     }
 
-    /// Publishes every `(body, priority)` durably, in order, the broker's confirms awaited in
-    /// windows; on failure, the error says how many, from the first, are safely queued.
-    pub async fn publish_all(&self, topic: Topic, messages: &[(Vec<u8>, u8)]) -> Result<(), PartialPublish> {
+    /// Publishes every message durably, in order, the broker's confirms awaited in windows; on
+    /// failure, the error says how many, from the first, are safely queued.
+    pub async fn publish_all(&self, topic: Topic, messages: &[Message]) -> Result<(), PartialPublish> {
         match self {
             Self::Amqp(q) => {
                 q.publish_all(topic, messages).await.map_err(|(queued, error)| PartialPublish { queued, error })
             }
             Self::Memory(q) => {
-                for (body, priority) in messages {
-                    q.publish(topic, body.clone(), *priority);
+                for message in messages {
+                    q.publish_message(topic, message.clone());
                 }
                 Ok(())
             }
         }
     }
 
-    /// Publishes `body` so that it is delivered again after `delay` (retry with back-off).
-    pub async fn publish_delayed(
-        &self,
-        topic: Topic,
-        body: &[u8],
-        priority: u8,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
+    /// Publishes the message so that it is delivered again after `delay` (retry with back-off).
+    pub async fn publish_delayed(&self, topic: Topic, message: Message, delay: Duration) -> Result<(), QueueError> {
         match self {
-            Self::Amqp(q) => q.publish_delayed(topic, body, priority, delay).await,
+            Self::Amqp(q) => q.publish_delayed(topic, &message, delay).await,
             Self::Memory(q) => {
-                q.publish_delayed(topic, body.to_vec(), priority, delay);
+                q.publish_delayed(topic, message, delay);
                 Ok(())
             }
         }
@@ -256,6 +267,14 @@ impl Delivery {
         match self {
             Self::Amqp(d) => &d.data,
             Self::Memory(d) => &d.body,
+        }
+    }
+
+    /// The trace context the message continues, if its publisher gave one.
+    pub fn traceparent(&self) -> Option<String> {
+        match self {
+            Self::Amqp(d) => amqp::traceparent_of(&d.properties),
+            Self::Memory(d) => d.traceparent.clone(),
         }
     }
 

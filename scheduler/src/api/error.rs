@@ -67,6 +67,8 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+use crate::metrics::Rejection;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
@@ -87,8 +89,19 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
         };
+        let rejection = match &self {
+            Self::Busy { .. } => Some(Rejection::Busy),
+            Self::QuotaExceeded { .. } => Some(Rejection::Quota),
+            Self::Invalid { .. } | Self::TooLarge { .. } => Some(Rejection::Invalid),
+            Self::Unauthorized => Some(Rejection::Unauthorized),
+            _ => None,
+        };
         let body = ErrorBody { error: ErrorDetail { code, field, message: self.to_string() } };
         let mut response = (status, axum::Json(body)).into_response();
+        // The metrics middleware (`api::observe`) counts it; an error has no state to count with.
+        if let Some(rejection) = rejection {
+            response.extensions_mut().insert(rejection);
+        }
         if let Self::QuotaExceeded { retry_after_secs, .. } | Self::Busy { retry_after_secs, .. } = self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }

@@ -6,6 +6,7 @@ pub mod backpressure;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod observe;
 pub mod requests;
 pub mod submit;
 pub mod usage;
@@ -99,11 +100,23 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
         // Unknown paths and methods answer in the API's error shape too, not with an empty body.
         .fallback(|| async { error::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         // Bodies over the limit get the API's 413 from the JSON extractor (`error::Json`).
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// Each API request's span, a child of the caller's trace when it sent a W3C `traceparent`; the
+/// jobs the request makes carry the same trace to the workers and onto the stored images.
+fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let span = tracing::info_span!("request", method = %request.method(), uri = %request.uri());
+    let traceparent = request.headers().get(rapid_fleet::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+    if let Some(traceparent) = traceparent {
+        rapid_fleet::telemetry::continue_trace(&span, traceparent);
+    }
+    span
 }

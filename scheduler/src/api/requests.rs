@@ -110,6 +110,7 @@ pub async fn cancel_request(
         }
     }
     tracing::info!(request = %id, tenant, "request cancelled");
+    state.metrics.cancelled();
     Ok(axum::Json(view(&state, &request).await?))
 }
 

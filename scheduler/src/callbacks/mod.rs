@@ -18,13 +18,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use rapid_fleet::queue::{Delivery, QueueError, Resubscribe, Topic};
+use rapid_fleet::queue::{Delivery, Message, QueueError, Resubscribe, Topic};
 use rapid_proto::RequestFinished;
 use serde::Serialize;
 use sha2::Sha256;
 
 use crate::api::requests::{view, RequestView};
 use crate::api::AppState;
+use crate::metrics::CallbackOutcome;
 
 /// What the client receives.
 #[derive(Serialize)]
@@ -86,21 +87,28 @@ impl CallbackSender {
             Ok(message) => message,
             Err(e) => {
                 queue.dead_letter(Topic::Callbacks, delivery.body(), &e.to_string()).await?;
+                self.app.metrics.callback(CallbackOutcome::DeadLettered);
                 return delivery.ack().await;
             }
         };
         match self.post(&message).await {
-            Ok(()) => tracing::info!(request = %message.request_id, "callback delivered"),
+            Ok(()) => {
+                tracing::info!(request = %message.request_id, "callback delivered");
+                self.app.metrics.callback(CallbackOutcome::Delivered);
+            }
             Err(reason) if message.attempt + 1 < self.app.config.callback_max_attempts => {
                 let delay =
                     Duration::from_millis(self.app.config.callback_backoff_ms) * 2u32.saturating_pow(message.attempt);
                 tracing::warn!(request = %message.request_id, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed");
                 let retry = RequestFinished { attempt: message.attempt + 1, ..message };
-                queue.publish_delayed(Topic::Callbacks, &rapid_proto::encode(&retry), 5, delay).await?;
+                let retry = Message { body: rapid_proto::encode(&retry), priority: 5, traceparent: None };
+                queue.publish_delayed(Topic::Callbacks, retry, delay).await?;
+                self.app.metrics.callback(CallbackOutcome::Retried);
             }
             Err(reason) => {
                 let reason = format!("gave up after {} attempts: {reason}", message.attempt + 1);
                 queue.dead_letter(Topic::Callbacks, delivery.body(), &reason).await?;
+                self.app.metrics.callback(CallbackOutcome::DeadLettered);
             }
         }
         delivery.ack().await

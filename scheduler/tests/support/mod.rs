@@ -24,11 +24,11 @@ const LANES: [&str; 4] = ["jobs.interactive.acme", "jobs.batch.acme", "jobs.inte
 const S3_KEY: &str = "fleet-test";
 const S3_SECRET: &str = "fleet-test-secret";
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -62,6 +62,14 @@ pub struct FleetOptions {
     pub shutdown_grace_secs: u64,
     pub finished_ttl_secs: u64,
     pub callback_backoff_ms: u64,
+    /// `scheduler.callback_max_attempts`.
+    pub callback_max_attempts: u32,
+    /// More keys of the `[worker]` section, as TOML lines.
+    pub worker_extra: String,
+    /// Environment variables of every worker process (e.g. `FAILPOINTS`).
+    pub worker_env: Vec<(String, String)>,
+    /// More sections at the end of the configuration file (e.g. `[telemetry]`), as TOML.
+    pub extra_sections: String,
     /// A model the scheduler accepts but no worker serves (to provoke a permanent failure).
     pub phantom_model: bool,
     /// The workers' `max_batch` (cross-request batching; 1 = off).
@@ -90,6 +98,10 @@ impl Default for FleetOptions {
             shutdown_grace_secs: 30,
             finished_ttl_secs: 600,
             callback_backoff_ms: 200,
+            callback_max_attempts: 3,
+            worker_extra: String::new(),
+            worker_env: Vec::new(),
+            extra_sections: String::new(),
             phantom_model: false,
             max_batch: 1,
             scheduler_extra: String::new(),
@@ -114,6 +126,8 @@ pub struct Fleet {
     s3: Option<Child>,
     scheduler: Option<Child>,
     pub workers: Vec<Child>,
+    /// The environment of the workers started from now on.
+    pub worker_env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -159,7 +173,7 @@ presign_expiry_secs = {presign_expiry}
 listen = "127.0.0.1:{http_port}"
 callback_secret = "test-secret"
 callback_backoff_ms = {callback_backoff}
-callback_max_attempts = 3
+callback_max_attempts = {callback_attempts}
 default_model = "tiny-sd-clip-kg"
 {scheduler_extra}
 [scheduler.models.tiny-sd-clip-kg]
@@ -175,6 +189,7 @@ shutdown_grace_secs = {grace}
 progress_interval_ms = 50
 threads = 1
 max_batch = {max_batch}
+{worker_extra}
 [worker.models]
 tiny-sd-clip-kg = "{model}"
 [[tenants]]
@@ -185,9 +200,13 @@ limits = {acme_limits}
 name = "globex"
 api_key_sha256 = "{globex}"
 limits = {globex_limits}
+{extra_sections}
 "#,
+            extra_sections = options.extra_sections,
             ttl = options.finished_ttl_secs,
             callback_backoff = options.callback_backoff_ms,
+            callback_attempts = options.callback_max_attempts,
+            worker_extra = options.worker_extra,
             attempts = options.max_attempts,
             backoff = options.retry_backoff_ms,
             grace = options.shutdown_grace_secs,
@@ -216,6 +235,7 @@ limits = {globex_limits}
             s3_port,
             bucket,
             workers: Vec::new(),
+            worker_env: options.worker_env.clone(),
             http: reqwest::Client::new(),
         };
         // S3 first: the scheduler checks its bucket when it starts.
@@ -300,8 +320,9 @@ limits = {globex_limits}
     pub fn start_worker(&mut self) -> usize {
         let n = self.workers.len();
         let log = self.dir.path().join(format!("worker-{n}.log"));
-        let child =
-            spawn(Command::new(worker_binary()).args(["run", "--config"]).arg(&self.config).current_dir(repo()), &log);
+        let mut command = Command::new(worker_binary());
+        command.args(["run", "--config"]).arg(&self.config).current_dir(repo()).envs(self.worker_env.iter().cloned());
+        let child = spawn(&mut command, &log);
         self.workers.push(child);
         n
     }
