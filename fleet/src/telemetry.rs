@@ -16,10 +16,12 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use serde::Deserialize;
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// The W3C header and AMQP header name of the trace context.
 pub const TRACEPARENT: &str = "traceparent";
@@ -90,11 +92,10 @@ pub fn init(
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
 
     let filter = EnvFilter::try_from_env("RAPID_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let logs = match config.log_format {
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
         // Colours only for a person at a terminal, not into a container's or a test's log file.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
@@ -107,10 +108,13 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // `RAPID_LOG` quiets the logs only: the project's spans are always made, because their trace
+    // context is what the jobs and the images carry, whatever the log level.
+    let spans =
+        Targets::new().with_targets(["rapid_scheduler", "rapid_worker", "rapid_fleet"].map(|t| (t, Level::INFO)));
     tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(logs.with_filter(filter))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans))
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(TelemetryGuard { provider })

@@ -96,7 +96,11 @@ impl Default for Metrics {
         }
         registry.register("requests_rejected", "Requests turned away, by reason", rejected.clone());
         let cancelled = Counter::default();
-        registry.register("requests_cancelled", "Requests cancelled by their tenant", cancelled.clone());
+        registry.register(
+            "requests_cancelled",
+            "Cancel calls (DELETE) answered; a repeated cancel of one request counts again",
+            cancelled.clone(),
+        );
         let callbacks = Family::<OutcomeLabel, Counter>::default();
         for outcome in ["delivered", "retried", "dead_lettered"] {
             callbacks.get_or_create(&OutcomeLabel { outcome }).inc_by(0);

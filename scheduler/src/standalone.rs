@@ -63,8 +63,8 @@ pub async fn run(
             match consumer.run(shutdown::stopped(rx)).await {
                 Stop::Shutdown => Ok(()),
                 Stop::Stalled => anyhow::bail!(
-                    "the watchdog found the engine hung (worker.stall_timeout_secs); the jobs in hand \
-                     went back to the queue. Restart the standalone scheduler"
+                    "the watchdog found the engine hung (worker.stall_timeout_secs). The queue is in \
+                     memory, so its jobs end with this process: run standalone again and resubmit"
                 ),
             }
         });
@@ -94,14 +94,27 @@ pub async fn run(
         axum::serve(listener, app(app_state)).with_graceful_shutdown(shutdown::stopped(rx)).await
     });
 
-    let outcome = match submission {
-        Some(submission) => submit_and_wait(address, &submission, &local).await,
-        None => Ok(()),
+    let work = async {
+        let outcome = match submission {
+            Some(submission) => submit_and_wait(address, &submission, &local).await,
+            None => Ok(()),
+        };
+        if keep_serving {
+            eprintln!("standalone: serving until Ctrl-C or SIGTERM");
+            shutdown::signal().await;
+        }
+        outcome
     };
-    if keep_serving {
-        eprintln!("standalone: serving until Ctrl-C or SIGTERM");
-        shutdown::signal().await;
-    }
+    // The tasks run until told to stop, so one that ends first failed (a hung engine): stop now
+    // rather than wait for a submission that nothing will run.
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        Some(ended) = tasks.join_next() => Err(match ended {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => anyhow::anyhow!("a standalone task stopped before it was told to"),
+            Err(error) => error.into(),
+        }),
+    };
     stop.send_replace(true);
     server.await??;
     while let Some(result) = tasks.join_next().await {

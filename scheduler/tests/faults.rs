@@ -425,6 +425,7 @@ async fn run(fault: Fault) {
         }
         Fault::WebhookDown => {
             assert_eq!(checks["requests_called_back"], count, "every request called back: {tally}");
+            assert_eq!(checks["duplicate_callbacks"], 0, "none twice: {tally}");
             assert_eq!(checks["callbacks_dead_lettered"], 0, "{tally}");
         }
         Fault::WorkerHang => {

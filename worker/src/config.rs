@@ -65,10 +65,11 @@ pub struct WorkerConfig {
     /// for ONNX Runtime's first-call planning (or OpenVINO's graph compilation).
     #[serde(default = "default_warm_up")]
     pub warm_up: bool,
-    /// The watchdog: a running job that finishes no step (nor its last stages) for this long is
-    /// treated as hung; its jobs go back to the queue as a failed attempt and the worker exits
-    /// (status 1) for its supervisor to restart it, since a hung engine thread cannot be
-    /// stopped. Set it above the longest stage (a 1024-px ESRGAN pass of a whole batch); 0 = off.
+    /// The watchdog: a running job (or batch) that finishes no U-Net step for this long is treated
+    /// as hung; its jobs go back to the queue as a failed attempt and the worker exits (status 1)
+    /// for its supervisor to restart it, since a hung engine thread cannot be stopped. Only steps
+    /// count as progress, so set it above the stretch after the last step (every member's VAE,
+    /// ESRGAN and encoding); 0 = off.
     #[serde(default = "default_stall_timeout_secs")]
     pub stall_timeout_secs: u64,
     /// Where the worker serves `/livez`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9100`); absent =

@@ -157,12 +157,18 @@ impl JobConsumer {
                 () = shutdown.as_mut() => {
                     tracing::info!(grace_s = self.options.shutdown_grace.as_secs(), "shutting down: finishing the jobs in hand");
                     consumer.stop().await?;
-                    if tokio::time::timeout(self.options.shutdown_grace, &mut handling).await.is_err() {
-                        tracing::warn!("grace period over: stopping the jobs and requeueing them");
-                        abort.store(true, Ordering::Relaxed);
-                        if let ControlFlow::Break(Stalled) = handling.await? {
-                            return Ok(Stop::Stalled);
+                    let handled = match tokio::time::timeout(self.options.shutdown_grace, &mut handling).await {
+                        Ok(handled) => handled,
+                        Err(_) => {
+                            tracing::warn!("grace period over: stopping the jobs and requeueing them");
+                            abort.store(true, Ordering::Relaxed);
+                            handling.await
                         }
+                    };
+                    // A hang found during the grace period still means the process must not
+                    // wait for its engine thread.
+                    if let ControlFlow::Break(Stalled) = handled? {
+                        return Ok(Stop::Stalled);
                     }
                     break;
                 }
@@ -273,14 +279,12 @@ impl JobConsumer {
         }
         let mut record = previous.unwrap_or_else(|| queued_record(job));
         if self.state.is_cancelled(&job.request_id).await? {
-            self.finish(&request, record, JobStatus::Cancelled).await?;
-            self.metrics.job_ended(JobOutcome::Cancelled);
+            self.finish(&request, record, JobStatus::Cancelled, JobOutcome::Cancelled).await?;
             return Ok(None);
         }
         if job.deadline_ms.is_some_and(|deadline| now_ms() > deadline) {
             record.error = Some("the request's deadline passed before a worker could start it".into());
-            self.finish(&request, record, JobStatus::Failed).await?;
-            self.metrics.job_ended(JobOutcome::Failed);
+            self.finish(&request, record, JobStatus::Failed, JobOutcome::Failed).await?;
             return Ok(None);
         }
         if redelivered {
@@ -335,8 +339,7 @@ impl JobConsumer {
                 record.timings_ms = image.timings_ms;
                 record.entities = image.entities;
                 record.batch_size = Some(image.batch_size as u32);
-                self.metrics.job_ended(JobOutcome::Succeeded);
-                self.finish(request, record, JobStatus::Succeeded).await
+                self.finish(request, record, JobStatus::Succeeded, JobOutcome::Succeeded).await
             }
             Err(JobError::Stopped) if abort.load(Ordering::Relaxed) => {
                 record.status = JobStatus::Queued;
@@ -348,15 +351,11 @@ impl JobConsumer {
                 self.metrics.job_ended(JobOutcome::Requeued);
                 Ok(Outcome::Requeue)
             }
-            Err(JobError::Stopped) => {
-                self.metrics.job_ended(JobOutcome::Cancelled);
-                self.finish(request, record, JobStatus::Cancelled).await
-            }
+            Err(JobError::Stopped) => self.finish(request, record, JobStatus::Cancelled, JobOutcome::Cancelled).await,
             Err(JobError::Permanent(reason)) => {
                 self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
-                self.metrics.job_ended(JobOutcome::DeadLettered);
                 record.error = Some(reason);
-                self.finish(request, record, JobStatus::Failed).await
+                self.finish(request, record, JobStatus::Failed, JobOutcome::DeadLettered).await
             }
             Err(JobError::Retryable(reason)) => self.retry_or_give_up(request, job, record, reason).await,
         }
@@ -398,6 +397,9 @@ impl JobConsumer {
         let mut last_progress = Instant::now();
         loop {
             tokio::select! {
+                // A group that finished wins over a tick due at the same moment, which could
+                // otherwise take it for hung.
+                biased;
                 result = &mut engine => {
                     let results = result.unwrap_or_else(|e| {
                         let reason = format!("the engine thread panicked: {e}");
@@ -406,9 +408,13 @@ impl JobConsumer {
                     return Ok((results, ControlFlow::Continue(())));
                 }
                 _ = ticker.tick() => {
-                    if progress_rx.has_changed().unwrap_or(false) {
-                        last_progress = Instant::now();
-                    }
+                    let latest = {
+                        let seen = progress_rx.borrow_and_update();
+                        if seen.has_changed() {
+                            last_progress = Instant::now();
+                        }
+                        seen.clone()
+                    };
                     if let Some(limit) = self.options.stall_timeout.filter(|limit| last_progress.elapsed() > *limit) {
                         self.metrics.stalled();
                         // Should the thread ever wake, it stops at its next step.
@@ -437,7 +443,6 @@ impl JobConsumer {
                             cancelled[index].store(true, Ordering::Relaxed);
                         }
                     }
-                    let latest = progress_rx.borrow_and_update().clone();
                     for (job, progress) in admitted.iter_mut().zip(latest) {
                         let record = &mut job.record;
                         if let Some(progress) = progress.filter(|p| p.step as u32 != record.step) {
@@ -489,9 +494,8 @@ impl JobConsumer {
         if next_attempt >= self.options.max_attempts {
             let reason = format!("gave up after {next_attempt} attempts; last error: {reason}");
             self.queue.dead_letter(Topic::Jobs, &rapid_proto::encode(job), &reason).await?;
-            self.metrics.job_ended(JobOutcome::DeadLettered);
             record.error = Some(reason);
-            return self.finish(request, record, JobStatus::Failed).await;
+            return self.finish(request, record, JobStatus::Failed, JobOutcome::DeadLettered).await;
         }
         let delay = self.options.retry_backoff * 2u32.saturating_pow(job.attempt);
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "job failed; retrying");
@@ -512,12 +516,14 @@ impl JobConsumer {
         Ok(Outcome::Done)
     }
 
-    /// Writes a final state, and when it completes the request, asks for its callback.
+    /// Writes a final state, and when it completes the request, asks for its callback; counts the
+    /// run under `outcome` only once all that is written, so that no run is counted twice.
     async fn finish(
         &self,
         request: &RequestRecord,
         mut record: JobRecord,
         status: JobStatus,
+        outcome: JobOutcome,
     ) -> Result<Outcome, BackendError> {
         record.status = status;
         record.updated_ms = now_ms();
@@ -525,6 +531,7 @@ impl JobConsumer {
         self.state.append_event(&final_event(&record)).await?;
         tracing::info!(?status, "job finished");
         notify_if_request_done(&self.state, &self.queue, request, &record.id).await?;
+        self.metrics.job_ended(outcome);
         Ok(Outcome::Done)
     }
 }

@@ -278,9 +278,14 @@ impl AmqpQueue {
         self.send(&retry, &message.body, properties_of(message)).await
     }
 
+    /// The dead letter carries the reason, and the trace of the work that gave up on it (the job's
+    /// span in a worker), so that it leads back to its request.
     pub(super) async fn dead_letter(&self, topic: Topic, body: &[u8], reason: &str) -> Result<(), QueueError> {
         let mut headers = FieldTable::default();
         headers.insert("x-rapid-reason".into(), AMQPValue::LongString(LongString::from(reason)));
+        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            headers.insert(TRACEPARENT.into(), AMQPValue::LongString(LongString::from(traceparent)));
+        }
         self.send(&self.dead(topic), body, BasicProperties::default().with_headers(headers)).await
     }
 

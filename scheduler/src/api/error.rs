@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::AppState;
+use crate::metrics::Rejection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -67,8 +68,6 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-use crate::metrics::Rejection;
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
@@ -94,7 +93,12 @@ impl IntoResponse for ApiError {
             Self::QuotaExceeded { .. } => Some(Rejection::Quota),
             Self::Invalid { .. } | Self::TooLarge { .. } => Some(Rejection::Invalid),
             Self::Unauthorized => Some(Rejection::Unauthorized),
-            _ => None,
+            Self::Conflict(_)
+            | Self::NotFound(_)
+            | Self::NoRoute
+            | Self::MethodNotAllowed
+            | Self::Unavailable(_)
+            | Self::Internal(_) => None,
         };
         let body = ErrorBody { error: ErrorDetail { code, field, message: self.to_string() } };
         let mut response = (status, axum::Json(body)).into_response();
