@@ -48,12 +48,37 @@ pub enum Rejection {
     Unauthorized,
 }
 
+impl Rejection {
+    const ALL: [Self; 4] = [Self::Busy, Self::Quota, Self::Invalid, Self::Unauthorized];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Quota => "quota",
+            Self::Invalid => "invalid",
+            Self::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 /// What became of one callback attempt, as `rapid_callbacks_total{outcome}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackOutcome {
     Delivered,
     Retried,
     DeadLettered,
+}
+
+impl CallbackOutcome {
+    const ALL: [Self; 3] = [Self::Delivered, Self::Retried, Self::DeadLettered];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,8 +116,8 @@ impl Default for Metrics {
         registry.register("lane_depth", "Jobs waiting in a tenant's lane, by priority class", lane_depth.clone());
         // Every label value exported from the start at 0 (`rate` cannot see a series born at 1).
         let rejected = Family::<ReasonLabel, Counter>::default();
-        for reason in ["busy", "quota", "invalid", "unauthorized"] {
-            rejected.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        for rejection in Rejection::ALL {
+            rejected.get_or_create(&ReasonLabel { reason: rejection.label() }).inc_by(0);
         }
         registry.register("requests_rejected", "Requests turned away, by reason", rejected.clone());
         let cancelled = Counter::default();
@@ -102,8 +127,8 @@ impl Default for Metrics {
             cancelled.clone(),
         );
         let callbacks = Family::<OutcomeLabel, Counter>::default();
-        for outcome in ["delivered", "retried", "dead_lettered"] {
-            callbacks.get_or_create(&OutcomeLabel { outcome }).inc_by(0);
+        for outcome in CallbackOutcome::ALL {
+            callbacks.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc_by(0);
         }
         registry.register("callbacks", "Callback attempts, by outcome", callbacks.clone());
         // 0.5 ms to about 16 s: a submit is a few ms; an idempotent one waiting for its twin, seconds.
@@ -123,13 +148,7 @@ impl Metrics {
     }
 
     pub fn rejected(&self, rejection: Rejection) {
-        let reason = match rejection {
-            Rejection::Busy => "busy",
-            Rejection::Quota => "quota",
-            Rejection::Invalid => "invalid",
-            Rejection::Unauthorized => "unauthorized",
-        };
-        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+        self.rejected.get_or_create(&ReasonLabel { reason: rejection.label() }).inc();
     }
 
     pub fn cancelled(&self) {
@@ -137,12 +156,7 @@ impl Metrics {
     }
 
     pub fn callback(&self, outcome: CallbackOutcome) {
-        let outcome = match outcome {
-            CallbackOutcome::Delivered => "delivered",
-            CallbackOutcome::Retried => "retried",
-            CallbackOutcome::DeadLettered => "dead_lettered",
-        };
-        self.callbacks.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.callbacks.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
     }
 
     /// One answered API request; `route` is the matched pattern (`/v1/requests/{id}`), never

@@ -401,10 +401,8 @@ impl JobConsumer {
                 // otherwise take it for hung.
                 biased;
                 result = &mut engine => {
-                    let results = result.unwrap_or_else(|e| {
-                        let reason = format!("the engine thread panicked: {e}");
-                        (0..count).map(|_| Err(JobError::Retryable(reason.clone()))).collect()
-                    });
+                    let results = result
+                        .unwrap_or_else(|e| each_retryable(count, &format!("the engine thread panicked: {e}")));
                     return Ok((results, ControlFlow::Continue(())));
                 }
                 _ = ticker.tick() => {
@@ -425,8 +423,7 @@ impl JobConsumer {
                             limit.as_secs()
                         );
                         tracing::error!(jobs = count, %reason, "watchdog: the engine is hung");
-                        let results = (0..count).map(|_| Err(JobError::Retryable(reason.clone()))).collect();
-                        return Ok((results, ControlFlow::Break(Stalled)));
+                        return Ok((each_retryable(count, &reason), ControlFlow::Break(Stalled)));
                     }
                     let mut checked: Vec<(&str, bool)> = Vec::new();
                     for (index, job) in admitted.iter().enumerate() {
@@ -534,6 +531,11 @@ impl JobConsumer {
         self.metrics.job_ended(outcome);
         Ok(Outcome::Done)
     }
+}
+
+/// The same retryable failure for each of a group's `count` jobs (the engine thread died or hung).
+fn each_retryable(count: usize, reason: &str) -> Vec<Result<RenderedImage, JobError>> {
+    (0..count).map(|_| Err(JobError::Retryable(reason.to_owned()))).collect()
 }
 
 /// The span of one job's run, a child of the request's trace when its message carries one.

@@ -2,7 +2,7 @@
 //! feeds. Counters and histograms live in the process: a restarted worker starts them at zero, as
 //! Prometheus' `rate` and `increase` expect.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,10 +78,9 @@ pub struct WorkerMetrics {
     queue_wait: Family<PriorityLabel, Histogram>,
     stages: Family<StageLabel, Histogram>,
     busy: Gauge<i64, AtomicI64>,
+    /// 1 while subscribed to the jobs queue with models loaded: what `/readyz` answers.
     ready: Gauge<i64, AtomicI64>,
     stalls: Counter,
-    /// Subscribed to the jobs queue with models loaded: what `/readyz` answers.
-    subscribed: AtomicBool,
 }
 
 impl Default for WorkerMetrics {
@@ -120,7 +119,7 @@ impl Default for WorkerMetrics {
             "Jobs the watchdog found without progress (the worker then requeues them and exits)",
             stalls.clone(),
         );
-        Self { registry, jobs, queue_wait, stages, busy, ready, stalls, subscribed: AtomicBool::new(false) }
+        Self { registry, jobs, queue_wait, stages, busy, ready, stalls }
     }
 }
 
@@ -151,12 +150,12 @@ impl WorkerMetrics {
     }
 
     pub fn set_subscribed(&self, subscribed: bool) {
-        self.subscribed.store(subscribed, Ordering::Relaxed);
         self.ready.set(i64::from(subscribed));
     }
 
+    /// What `/readyz` answers: the `ready` gauge is the one record of it.
     pub fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed)
+        self.ready.get() == 1
     }
 
     pub fn render(&self) -> String {
