@@ -9,10 +9,16 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/rapid-mini
 GENERATE_OUT ?= out/generate.png
 
-.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz fair-share faults
+.PHONY: setup services demo demo-grid generate test lint fixtures fixtures-env fuzz fair-share faults prepare-model
 
 setup:
 	bash deploy/setup.sh
+
+## Adds the U-Net rewrites a worker on execution_provider = "auto" measures (unet/winograd/) to a
+## model directory: make prepare-model MODEL=models/rapid-mini
+prepare-model: fixtures-env
+	@test -n "$(MODEL)" || { echo "usage: make prepare-model MODEL=<model directory>" >&2; exit 2; }
+	.venv-fixtures/bin/python deploy/export/prepare_model.py --model $(MODEL)
 
 services:
 	bash deploy/test-services.sh

@@ -4,12 +4,16 @@
 # `setup` and `fixtures-env` are the top-level Makefile's.
 
 .PHONY: bench-load bench bench-winograd bench-winograd-unet bench-throughput bench-samplers bench-attention bench-session \
-	bench-openvino bench-providers bench-startup bench-precision gpu-payload
+	bench-openvino bench-providers bench-startup bench-precision bench-overlap gpu-payload
 
 ## The speed benchmark: the worker against diffusers' ONNX pipeline and PyTorch eager on the paper's
 ## Table 6 model (random weights), per stage, with floors → deploy/bench/speed/RESULTS.md. About 15 minutes.
+## The worker runs as the fleet's default one (execution_provider = "auto"), with OpenVINO installed
+## and the model prepared (unet/winograd/), so that auto has every CPU candidate to measure.
 bench: setup fixtures-env
+	bash deploy/setup.sh --openvino
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
+	test -e .cache/models/table6/unet/winograd/model.onnx || .venv-fixtures/bin/python deploy/export/prepare_model.py --model .cache/models/table6
 	.venv-fixtures/bin/python deploy/bench/speed/bench.py $(BENCH_ARGS)
 
 ## The same benchmark with the worker on the Winograd rewrite of the Table 6 U-Net
@@ -35,6 +39,13 @@ bench-throughput: setup fixtures-env
 	test -e .cache/models/table6/unet/model.onnx || .venv-fixtures/bin/python deploy/export/export_table6.py
 	cargo build --release -p rapid-scheduler
 	python3 deploy/bench/throughput/throughput.py $(THROUGHPUT_ARGS)
+
+## Images per second with each job's marking, encoding and upload after its generation and beside
+## the next one's (worker.overlap_finishing 0 and 1), on the bundled model at 1024 px
+## → deploy/bench/overlap/OVERLAP.md. About 5 minutes.
+bench-overlap: setup
+	cargo build --release -p rapid-scheduler
+	python3 deploy/bench/overlap/overlap.py $(OVERLAP_ARGS)
 
 ## One U-Net call with plain, ONNX Runtime-fused and ai.rapid::FlashAttention attention on the
 ## Table 6 model → deploy/bench/attention/attention.json (ATTENTION.md is its hand-written reading).

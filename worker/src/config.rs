@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use rapid_engine::autotune::{AutotuneOptions, ProviderSetting};
 use rapid_engine::error::EngineError;
 use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::runtime::{ExecutionProvider, Part, Providers, RuntimeOptions};
@@ -16,9 +18,13 @@ use serde::Deserialize;
 pub struct WorkerConfig {
     /// Model name (as jobs carry it) → model directory.
     pub models: BTreeMap<String, PathBuf>,
-    /// `cpu`, `cuda`, `tensorrt` or `openvino`.
+    /// `auto` (each part on the fastest setup this machine has, measured at start-up), or every
+    /// part on `cpu`, `cuda`, `tensorrt` or `openvino`.
     #[serde(default = "default_provider")]
     pub execution_provider: String,
+    /// Under `auto`, how long measuring may take at start-up before the best so far is kept.
+    #[serde(default = "default_autotune_budget_secs")]
+    pub autotune_budget_secs: u64,
     /// Parts that run on another provider than `execution_provider`: part (`text_encoder`,
     /// `unet`, `vae_decoder`, `upscaler`) → provider. `cpu` mixes with any other provider.
     #[serde(default)]
@@ -56,8 +62,8 @@ pub struct WorkerConfig {
     pub batch_window_ms: u64,
     /// ESRGAN tile side in input pixels; 0 upscales the whole image in one call. Which side is
     /// fastest depends on the CPU (deploy/bench/session/SESSION.md); larger tiles need more memory.
-    #[serde(default = "default_upscale_tile")]
-    pub upscale_tile: usize,
+    /// Absent: 128, or under `auto` the faster of 128 and the whole image.
+    pub upscale_tile: Option<usize>,
     /// Context pixels around each ESRGAN tile, computed and thrown away so that seams do not show.
     #[serde(default = "default_upscale_tile_overlap")]
     pub upscale_tile_overlap: usize,
@@ -68,10 +74,14 @@ pub struct WorkerConfig {
     /// The watchdog: a running job (or batch) that finishes no U-Net step for this long is treated
     /// as hung; its jobs go back to the queue as a failed attempt and the worker exits (status 1)
     /// for its supervisor to restart it, since a hung engine thread cannot be stopped. Only steps
-    /// count as progress, so set it above the stretch after the last step (every member's VAE,
-    /// ESRGAN and encoding); 0 = off.
+    /// count as progress, so set it above the stretch after the last step (every member's VAE
+    /// and ESRGAN); 0 = off.
     #[serde(default = "default_stall_timeout_secs")]
     pub stall_timeout_secs: u64,
+    /// Groups of jobs whose marking, encoding, upload and acknowledgement may still run while the
+    /// engine starts on the next group; 0 finishes each before taking the next.
+    #[serde(default = "default_overlap_finishing")]
+    pub overlap_finishing: usize,
     /// Where the worker serves `/livez`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9100`); absent =
     /// no HTTP port.
     pub listen: Option<std::net::SocketAddr>,
@@ -79,13 +89,37 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn tiling(&self) -> Tiling {
-        Tiling { tile: self.upscale_tile, overlap: self.upscale_tile_overlap }
+        Tiling { tile: self.upscale_tile.unwrap_or(Tiling::default().tile), overlap: self.upscale_tile_overlap }
+    }
+
+    /// What `auto` measures at start-up; `None` when the providers are named.
+    pub fn autotune_options(&self) -> Option<AutotuneOptions> {
+        if self.execution_provider.parse::<ProviderSetting>().ok()? != ProviderSetting::Auto {
+            return None;
+        }
+        let tilings = match self.upscale_tile {
+            Some(_) => vec![self.tiling()],
+            None => vec![self.tiling(), Tiling { tile: 0, ..self.tiling() }],
+        };
+        Some(AutotuneOptions { budget: Duration::from_secs(self.autotune_budget_secs), tilings })
     }
 
     /// How this worker sets up ONNX Runtime: the provider of every part and the threads.
     pub fn runtime_options(&self) -> Result<RuntimeOptions, ProviderConfigError> {
-        let error = |key: String| move |source| ProviderConfigError { key, source };
-        let default: ExecutionProvider = self.execution_provider.parse().map_err(error("execution_provider".into()))?;
+        let error = |key: String| move |source: EngineError| ProviderConfigError { key, problem: source.to_string() };
+        let setting: ProviderSetting = self.execution_provider.parse().map_err(error("execution_provider".into()))?;
+        let default = match setting {
+            ProviderSetting::Auto if !self.part_providers.is_empty() => {
+                return Err(ProviderConfigError {
+                    key: "part_providers".into(),
+                    problem: "`auto` chooses every part's provider itself; name an execution_provider to set parts \
+                              by hand"
+                        .into(),
+                })
+            }
+            ProviderSetting::Auto => ExecutionProvider::Cpu,
+            ProviderSetting::Fixed(provider) => provider,
+        };
         let mut providers = Providers::all(default);
         for (part, provider) in &self.part_providers {
             let key = format!("part_providers.{part}");
@@ -99,16 +133,17 @@ impl WorkerConfig {
             session_cache: self.session_cache_dir.clone(),
             precision: self.precision.parse().map_err(error("precision".into()))?,
             profile: None,
+            autotune: setting == ProviderSetting::Auto,
         })
     }
 }
 
 /// A provider or part name in the `[worker]` section that the engine does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("worker.{key}: {source} (CONFIG.md describes the key)")]
+#[error("worker.{key}: {problem} (CONFIG.md describes the key)")]
 pub struct ProviderConfigError {
     key: String,
-    source: EngineError,
+    problem: String,
 }
 
 /// What a worker process reads: its own section and the shared ones. The scheduler's sections
@@ -129,16 +164,16 @@ pub struct WorkerFile {
 }
 
 fn default_provider() -> String {
-    "cpu".into()
+    "auto".into()
+}
+fn default_autotune_budget_secs() -> u64 {
+    300
 }
 fn default_max_batch() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::MIN
 }
 fn default_batch_window_ms() -> u64 {
     20
-}
-fn default_upscale_tile() -> usize {
-    Tiling::default().tile
 }
 fn default_upscale_tile_overlap() -> usize {
     Tiling::default().overlap
@@ -167,6 +202,9 @@ fn default_poll_ms() -> u64 {
 }
 fn default_stall_timeout_secs() -> u64 {
     300
+}
+fn default_overlap_finishing() -> usize {
+    1
 }
 
 #[cfg(test)]
@@ -208,10 +246,47 @@ mod tests {
         let options = example.worker.runtime_options().unwrap();
         assert_eq!(options.providers, Providers::all(ExecutionProvider::Cpu));
 
-        let mixed = worker_section("part_providers = { upscaler = \"openvino\" }");
+        let mut mixed = worker_section("part_providers = { upscaler = \"openvino\" }");
+        mixed.execution_provider = "cpu".into();
         let options = mixed.runtime_options().unwrap();
         assert_eq!(options.providers.for_part(Part::Upscaler), ExecutionProvider::OpenVino);
         assert_eq!(options.providers.for_part(Part::Unet), ExecutionProvider::Cpu);
+    }
+
+    /// A `[worker]` section with nothing but a model and `extra`: every other key at its default.
+    fn bare_worker_section(extra: &str) -> WorkerConfig {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[amqp]\nurl = \"amqp://unused\"\n[redis]\nurl = \"redis://unused\"\n\
+             [s3]\nregion = \"r\"\nbucket = \"b\"\naccess_key = \"a\"\nsecret_key = \"s\"\n\
+             [worker]\nmodels = {{ tiny = \"unused\" }}\n{extra}\n"
+        );
+        std::fs::write(file.path(), text).unwrap();
+        load::<WorkerFile>(file.path()).unwrap().worker
+    }
+
+    #[test]
+    fn a_group_finishes_beside_the_next_unless_told_not_to() {
+        assert_eq!(bare_worker_section("").overlap_finishing, 1);
+        assert_eq!(bare_worker_section("overlap_finishing = 0").overlap_finishing, 0);
+    }
+
+    #[test]
+    fn auto_is_the_default_and_measures_both_tilings_unless_one_is_named() {
+        let auto = bare_worker_section("");
+        let options = auto.runtime_options().unwrap();
+        assert!(options.autotune && options.providers == Providers::default(), "{options:?}");
+        let tune = auto.autotune_options().expect("auto measures");
+        assert_eq!(tune.tilings, vec![Tiling::default(), Tiling { tile: 0, ..Tiling::default() }]);
+        assert_eq!(tune.budget, Duration::from_secs(300));
+        let one_tile = bare_worker_section("upscale_tile = 64").autotune_options().unwrap();
+        assert_eq!(one_tile.tilings, vec![Tiling { tile: 64, overlap: 8 }], "a named tile is kept");
+
+        let fixed = bare_worker_section("execution_provider = \"cpu\"");
+        assert!(fixed.autotune_options().is_none() && !fixed.runtime_options().unwrap().autotune);
+        let mixed = bare_worker_section("part_providers = { upscaler = \"openvino\" }");
+        let error = mixed.runtime_options().unwrap_err().to_string();
+        assert!(error.contains("worker.part_providers") && error.contains("`auto`"), "{error}");
     }
 
     #[test]
@@ -222,7 +297,11 @@ mod tests {
 
     #[test]
     fn an_unknown_part_or_provider_names_its_key() {
-        let error = |extra| worker_section(extra).runtime_options().unwrap_err().to_string();
+        let error = |extra| {
+            let mut section = worker_section(extra);
+            section.execution_provider = "cpu".into();
+            section.runtime_options().unwrap_err().to_string()
+        };
         let part = error("part_providers = { vae = \"openvino\" }");
         assert!(part.contains("worker.part_providers.vae") && part.contains("vae_decoder"), "{part}");
         let provider = error("part_providers = { upscaler = \"openvin\" }");

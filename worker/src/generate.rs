@@ -8,10 +8,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rapid_engine::autotune::{self, AutotuneOptions, ProviderSetting};
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::watermark::WatermarkOutcome;
 use rapid_engine::marking::{Corner, LabelOptions, OutputFormat, Provenance};
@@ -81,9 +82,15 @@ pub struct GenerateArgs {
     /// long-running worker does at start-up, so --timings shows warm calls. Costs time overall.
     #[arg(long)]
     warm_up: bool,
-    /// cpu | cuda | tensorrt | openvino
+    /// cpu | cuda | tensorrt | openvino, or auto: each part on the fastest setup this machine
+    /// has, measured first (bounded by --autotune-budget-secs; kept in --session-cache, so a
+    /// second run with the same cache loads the choice). The fleet worker's default is auto; this
+    /// command's is cpu, the reference path the parity tests hold to diffusers.
     #[arg(long, default_value = "cpu", env = "RAPID_EXECUTION_PROVIDER")]
-    execution_provider: ExecutionProvider,
+    execution_provider: ProviderSetting,
+    /// Under --execution-provider auto, how long measuring may take.
+    #[arg(long, default_value_t = 300)]
+    autotune_budget_secs: u64,
     /// PART=PROVIDER: run one part (text_encoder, unet, vae_decoder, upscaler) on another
     /// provider than --execution-provider, e.g. `upscaler=openvino`. Repeatable.
     #[arg(long, value_parser = part_provider)]
@@ -159,10 +166,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let staged_timings = args.timings.as_deref().map(stage_output).transpose()?;
     let init_latents = args.init_latents.as_deref().map(read_latents).transpose()?;
 
+    let default = match args.execution_provider {
+        ProviderSetting::Auto if !args.part_provider.is_empty() => {
+            anyhow::bail!("--part-provider sets parts by hand, and --execution-provider auto chooses them; use one")
+        }
+        ProviderSetting::Auto => ExecutionProvider::Cpu,
+        ProviderSetting::Fixed(provider) => provider,
+    };
     let providers = args
         .part_provider
         .iter()
-        .fold(Providers::all(args.execution_provider), |providers, &(part, provider)| providers.with(part, provider));
+        .fold(Providers::all(default), |providers, &(part, provider)| providers.with(part, provider));
     let runtime = Runtime::new(&RuntimeOptions {
         providers,
         library: None,
@@ -170,8 +184,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         session_cache: args.session_cache.clone(),
         precision: args.precision,
         profile: None,
+        autotune: args.execution_provider == ProviderSetting::Auto,
     })?;
-    let mut pipeline = Pipeline::load(&runtime, &args.model)?;
+    let mut tiling = Tiling { tile: args.tile_size, overlap: args.tile_overlap };
+    let mut pipeline = match args.execution_provider {
+        ProviderSetting::Auto => {
+            let options = AutotuneOptions {
+                budget: Duration::from_secs(args.autotune_budget_secs),
+                tilings: vec![tiling, Tiling { tile: 0, ..tiling }],
+            };
+            let tuned = autotune::load_tuned(&runtime, &args.model, &options)?;
+            eprintln!("autotune: {}{}", tuned.choice, if tuned.from_cache { " (stored)" } else { "" });
+            tiling = tuned.tiling(args.tile_overlap);
+            tuned.pipeline
+        }
+        ProviderSetting::Fixed(_) => Pipeline::load(&runtime, &args.model)?,
+    };
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -184,7 +212,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         height: args.height,
         init_latents,
         upscale: !args.no_upscale,
-        tiling: Tiling { tile: args.tile_size, overlap: args.tile_overlap },
+        tiling,
     };
     let warm_up_ms = if args.warm_up {
         let started = Instant::now();

@@ -1,11 +1,12 @@
 //! Runs jobs on the engine, compatible ones batched: the synchronous half of the worker. Called on
 //! a blocking thread (never on the async runtime); the consumer loop bridges to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
+use rapid_engine::autotune;
 use rapid_engine::error::EngineError;
 use rapid_engine::marking::{OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
@@ -67,26 +68,45 @@ impl RenderedImage {
 
 /// Every model this worker serves, loaded once at start-up and reused for every job.
 pub struct Engines {
-    pipelines: HashMap<String, Pipeline>,
+    models: HashMap<String, Loaded>,
+}
+
+/// One model on its setup.
+struct Loaded {
+    pipeline: Pipeline,
+    /// How its images are upscaled: the configured tiling, or what `auto` measured fastest.
     tiling: Tiling,
 }
 
 impl Engines {
     /// Loads every model now, so a broken model directory stops the worker at start-up instead
-    /// of failing jobs one by one.
-    /// Every job's image is upscaled in `tiling`.
-    fn load(runtime: &Runtime, models: &BTreeMap<String, PathBuf>, tiling: Tiling) -> Result<Self, EngineError> {
-        let pipelines = models
+    /// of failing jobs one by one. Under `execution_provider = "auto"` each model is loaded on the
+    /// setup [`autotune`] measured (or stored) for it; otherwise every job's image is upscaled in
+    /// the configured tiling.
+    fn load(runtime: &Runtime, config: &WorkerConfig) -> Result<Self, EngineError> {
+        let models = config
+            .models
             .iter()
-            .map(|(name, dir)| Pipeline::load(runtime, dir).map(|pipeline| (name.clone(), pipeline)))
+            .map(|(name, dir)| Self::load_one(runtime, config, dir).map(|loaded| (name.clone(), loaded)))
             .collect::<Result<_, _>>()?;
-        Ok(Self { pipelines, tiling })
+        Ok(Self { models })
     }
 
-    /// What a worker does at start-up: loads the configured models and, unless `warm_up = false`,
-    /// runs each once (see [`Engines::warm_up`]).
+    fn load_one(runtime: &Runtime, config: &WorkerConfig, dir: &Path) -> Result<Loaded, EngineError> {
+        match config.autotune_options() {
+            Some(options) => {
+                let tuned = autotune::load_tuned(runtime, dir, &options)?;
+                let tiling = tuned.tiling(config.upscale_tile_overlap);
+                Ok(Loaded { pipeline: tuned.pipeline, tiling })
+            }
+            None => Ok(Loaded { pipeline: Pipeline::load(runtime, dir)?, tiling: config.tiling() }),
+        }
+    }
+
+    /// What a worker does at start-up: loads the configured models (measuring their setup under
+    /// `auto`) and, unless `warm_up = false`, runs each once (see [`Engines::warm_up`]).
     pub fn start(runtime: &Runtime, config: &WorkerConfig) -> Result<Self, EngineError> {
-        let mut engines = Self::load(runtime, &config.models, config.tiling())?;
+        let mut engines = Self::load(runtime, config)?;
         if config.warm_up {
             engines.warm_up()?;
         }
@@ -97,57 +117,52 @@ impl Engines {
     /// ONNX Runtime's first-call planning or OpenVINO's compilation
     /// ([`Pipeline::warm_up`]). A failure here is a model that cannot run at all.
     fn warm_up(&mut self) -> Result<(), EngineError> {
-        for (name, pipeline) in &mut self.pipelines {
+        for (name, Loaded { pipeline, tiling }) in &mut self.models {
             let started = Instant::now();
-            pipeline.warm_up(&GenerationRequest { tiling: self.tiling, ..GenerationRequest::new("") })?;
+            pipeline.warm_up(&GenerationRequest { tiling: *tiling, ..GenerationRequest::new("") })?;
             tracing::info!(model = %name, elapsed_ms = started.elapsed().as_millis() as u64, "warmed up");
         }
         Ok(())
     }
 
     pub fn models(&self) -> impl Iterator<Item = &str> {
-        self.pipelines.keys().map(String::as_str)
+        self.models.keys().map(String::as_str)
     }
 
-    /// Runs one job; the same as a batch of one.
-    pub fn run(
-        &mut self,
-        job: &Job,
-        progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
-    ) -> Result<RenderedImage, JobError> {
-        self.run_batch(std::slice::from_ref(job), &mut |_, p| progress(p)).pop().expect("one result per job")
-    }
-
-    /// Runs jobs, denoising those with equal [`batch_key`]s together (one U-Net call per step for
-    /// all of them). Returns one result per job, in order; `progress(i, …)` reports job `i` and
-    /// `Break` stops that job only.
-    pub fn run_batch(
+    /// Generates the pictures of jobs, denoising those with equal [`batch_key`]s together (one
+    /// U-Net call per step for all of them). Returns one result per job, in order;
+    /// `progress(i, …)` reports job `i` and `Break` stops that job only. Marking and encoding
+    /// ([`render`]) are left to the caller: they need no model, so they can run while the engine
+    /// works on the next jobs.
+    pub fn generate_batch(
         &mut self,
         jobs: &[Job],
         progress: &mut dyn FnMut(usize, Progress) -> ControlFlow<()>,
-    ) -> Vec<Result<RenderedImage, JobError>> {
-        let mut results: Vec<Option<Result<RenderedImage, JobError>>> = jobs.iter().map(|_| None).collect();
+    ) -> Vec<Result<Generated, JobError>> {
+        let mut results: Vec<Option<Result<Generated, JobError>>> = jobs.iter().map(|_| None).collect();
         let mut runnable = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
             match self.check(job) {
-                Ok(()) => runnable.push((index, GenerationRequest { tiling: self.tiling, ..generation_request(job) })),
+                Ok(()) => runnable.push((index, generation_request(job))),
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
         let groups = group_by_key(runnable, |(index, request)| (&jobs[*index].model, BatchKey::of(request)));
         for group in groups {
             let (indices, requests): (Vec<usize>, Vec<GenerationRequest>) = group.into_iter().unzip();
-            let pipeline = self.pipelines.get_mut(&jobs[indices[0]].model).expect("checked above");
-            let generated = pipeline.generate_batch(&requests, &mut |slot, p| progress(indices[slot], p));
+            let loaded = self.models.get_mut(&jobs[indices[0]].model).expect("checked above");
+            let requests: Vec<GenerationRequest> =
+                requests.into_iter().map(|request| GenerationRequest { tiling: loaded.tiling, ..request }).collect();
+            let generated = loaded.pipeline.generate_batch(&requests, &mut |slot, p| progress(indices[slot], p));
             for (index, generated) in indices.into_iter().zip(generated) {
-                results[index] = Some(generated.map_err(JobError::from).and_then(|g| render(&jobs[index], &g)));
+                results[index] = Some(generated.map_err(JobError::from));
             }
         }
         results.into_iter().map(|r| r.expect("every job gets a result")).collect()
     }
 
     fn check(&self, job: &Job) -> Result<(), JobError> {
-        if self.pipelines.contains_key(&job.model) {
+        if self.models.contains_key(&job.model) {
             return Ok(());
         }
         let mut known: Vec<&str> = self.models().collect();
@@ -216,8 +231,9 @@ fn generation_request(job: &Job) -> GenerationRequest {
     }
 }
 
-/// Marks and encodes one generated image as the job asks.
-fn render(job: &Job, generated: &Generated) -> Result<RenderedImage, JobError> {
+/// Marks and encodes one generated image as the job asks. CPU work of its own (423–556 ms an
+/// image at 1024 px in the H100 runs), so the consumer runs it beside the engine, not under it.
+pub fn render(job: &Job, generated: &Generated) -> Result<RenderedImage, JobError> {
     let format = output_format(job.format);
     let provenance = Provenance {
         model: job.model.clone(),

@@ -341,3 +341,33 @@ async fn a_hung_engine_is_caught_by_the_watchdog_and_its_job_goes_back_as_a_fail
     release_tx.send(()).unwrap();
     holder.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_finishing_beside_the_next_one_are_all_settled_and_shutdown_waits_for_them() {
+    let mut fleet = Harness::start("images", Duration::from_secs(60));
+    let mut jobs = Vec::new();
+    for index in 0..4 {
+        jobs.push(fleet.submit(&format!("overlap-{index}"), 2).await);
+    }
+    fleet.wait_for(&jobs[1], JobStatus::is_final).await;
+    // Stop while the backlog runs: what was taken finishes and is acknowledged, the rest waits.
+    fleet.stop.send_replace(true);
+    let (state, queue) = (fleet.state.clone(), fleet.queue.clone());
+    assert_eq!((&mut fleet.worker).await.unwrap(), Stop::Shutdown);
+    assert_eq!(queue.unacknowledged(Topic::Jobs), 0, "every delivery taken was settled before the worker returned");
+    let mut succeeded = 0;
+    for job in &jobs {
+        let record = state.job(&job.id).await.unwrap().unwrap();
+        match record.status {
+            JobStatus::Succeeded => {
+                succeeded += 1;
+                assert!(fleet.image_path(job).exists(), "a succeeded job's image is stored: {record:?}");
+            }
+            JobStatus::Queued => {}
+            other => panic!("a job ended {other:?} across a clean shutdown: {record:?}"),
+        }
+    }
+    let waiting = Queue::Memory(queue.clone()).depth(Topic::Jobs).await.unwrap() as usize;
+    assert!(succeeded >= 2, "{succeeded}");
+    assert_eq!(succeeded + waiting, jobs.len(), "each job either finished or waits in the queue: none lost");
+}

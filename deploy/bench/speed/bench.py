@@ -6,8 +6,11 @@ the paper's Table 6 model (random weights; `deploy/export/export_table6.py`), 50
 
 - worker: `rapid-worker generate --warm-up --timings`, the full run, `--repeats` times; medians
   reported. `--warm-up` runs every part once before the timed image, as a fleet worker does at
-  start-up (`worker.warm_up`), so its stages are warm calls like the peers'. `--worker-args` adds
-  options, e.g. `--part-provider upscaler=openvino` (the table says which).
+  start-up (`worker.warm_up`), so its stages are warm calls like the peers'. Unless
+  `--worker-args` names an `--execution-provider`, the worker runs as the fleet's default worker
+  does: `--execution-provider auto`, measuring its setup in the first run and reading the stored
+  choice from its session cache in the others (the report names the choice). `--worker-args` adds
+  options, e.g. `--execution-provider cpu --part-provider upscaler=openvino` (the table says which).
 - diffusers ONNX: the ONNX Runtime sessions `OnnxStableDiffusionPipeline` builds on the same files
   (its default session options), each stage timed on its own after one untimed call (every
   timing here is a warm call, as in a long-running service); the U-Net per call is the median of
@@ -129,11 +132,17 @@ def worker(repeats, steps, extra_args, model):
     build()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "sessions"
+        default = [] if "--execution-provider" in extra_args else [
+            "--execution-provider", "auto", "--session-cache", str(cache)]
         for i in range(repeats):
-            runs.append(generate(steps, THREADS, Path(tmp), ["--warm-up", *extra_args], model=model)[0])
+            runs.append(generate(steps, THREADS, Path(tmp), ["--warm-up", *default, *extra_args], model=model)[0])
             print(f"worker run {i + 1}/{repeats}: {runs[-1]['total'] / 1e3:.1f} s", flush=True)
+        stored = sorted((cache / "autotune").glob("*.json")) if default else []
+        autotune = json.loads(stored[0].read_text()) if stored else None
     median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
+        "autotune": autotune,
         "text_encoder": median("text_encoder"), "unet_per_step": median("unet_per_step"), "vae": median("vae"),
         "upscale": median("upscale"), "mark_encode": statistics.median(r["mark"] + r["encode"] for r in runs),
         # Like the peers' totals: the generation itself, model loading excluded.
@@ -288,6 +297,21 @@ def gemm_libraries(saved):
     return f" ({', '.join(f'{name} {rate:.0f}' for name, rate in rates.items())})" if rates else " (numpy/OpenBLAS only)"
 
 
+def autotune_line(worker_results):
+    """What `auto` chose for the worker and what it measured, when it ran on `auto`."""
+    stored = worker_results.get("autotune")
+    if not stored:
+        return ""
+    choice = stored["choice"]
+    tile = "whole image" if choice["upscale_tile"] == 0 else f"{choice['upscale_tile']} px tiles"
+    trials = "; ".join(
+        f"{t['part']} {t['candidate']}: " + (f"{t['ms']:.0f} ms" if t.get("ms") is not None else "-")
+        + (f", {t['levels']:.2f}/255 off" if t.get("levels") else "") + f" ({t['verdict'] if isinstance(t['verdict'], str) else 'failed'})"
+        for t in stored["trials"])
+    return (f"\n  `auto` chose: U-Net on {choice['unet']} ({choice['unet_variant']} graph), VAE on "
+            f"{choice['vae_decoder']}, ESRGAN on {choice['upscaler']} ({tile}). Measured: {trials}.")
+
+
 def worker_model_name(path):
     """The worker's model directory as the report names it: relative to the repository."""
     path = path.resolve()
@@ -347,7 +371,7 @@ fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_librar
   its stages (generation only, like the peers'), after `--warm-up` ran every part once untimed
   (as a fleet worker does at start-up); the whole command, loading and warm-up included, took
   {results['worker']['command_total'] / 1e3:.1f} s (median). {tiling(saved.get('worker_args', ''))}
-  Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.{worker_model_line(saved)}
+  Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.{worker_model_line(saved)}{autotune_line(results['worker'])}
 - diffusers ONNX and PyTorch eager: each stage timed on its own after one untimed call (U-Net: median of {peer_calls} calls);
   their totals are **extrapolated**: text encoder + {steps + 1} × U-Net + VAE + ESRGAN (whole image) +
   marking, model loading excluded.

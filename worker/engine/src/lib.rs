@@ -3,6 +3,7 @@
 //! The engine is synchronous and knows nothing about queues, HTTP, Redis, S3 or async runtimes, so
 //! the CLI, the fleet worker and the benchmarks all drive the same code.
 
+pub mod autotune;
 pub mod custom_ops;
 pub mod error;
 pub mod knowledge;

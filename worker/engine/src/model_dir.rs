@@ -12,6 +12,29 @@ use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
 
+/// Which graph of the U-Net a pipeline runs. Preparing a model (`make prepare-model`) may add
+/// rewrites of the export that compute the same function faster on some CPUs; `crate::autotune`
+/// measures each one present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnetVariant {
+    /// `unet/model.onnx`, as exported.
+    #[default]
+    Plain,
+    /// `unet/winograd/model.onnx`: the larger 3×3 convolutions as `ai.rapid::WinogradConv`
+    /// (deploy/export/winograd.py), which only the CPU provider runs.
+    Winograd,
+}
+
+impl UnetVariant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Winograd => "winograd",
+        }
+    }
+}
+
 /// Paths of one model directory's parts.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
@@ -72,6 +95,14 @@ impl ModelDir {
 
     pub fn unet(&self) -> PathBuf {
         self.part("unet/model.onnx")
+    }
+
+    /// The U-Net graph of `variant`: the export itself, or a prepared rewrite of it beside it.
+    pub fn unet_variant(&self, variant: UnetVariant) -> PathBuf {
+        match variant {
+            UnetVariant::Plain => self.unet(),
+            UnetVariant::Winograd => self.part("unet/winograd/model.onnx"),
+        }
     }
 
     pub fn vae_decoder(&self) -> PathBuf {

@@ -21,7 +21,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{EngineError, Result};
 use crate::knowledge::{KnowledgeBase, LinkedEntity};
-use crate::model_dir::{ModelDir, UnetConfig};
+use crate::model_dir::{ModelDir, UnetConfig, UnetVariant};
 use crate::parts::text_encoder::TextEncoder;
 use crate::parts::unet::Unet;
 use crate::parts::upscaler::{Tiling, Upscaler};
@@ -220,13 +220,18 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn load(runtime: &Runtime, dir: &Path) -> Result<Self> {
+        Self::load_variant(runtime, dir, UnetVariant::Plain)
+    }
+
+    /// [`Pipeline::load`] with the U-Net graph of `variant` (a prepared rewrite of the export).
+    pub fn load_variant(runtime: &Runtime, dir: &Path, variant: UnetVariant) -> Result<Self> {
         let model = ModelDir::open(dir)?;
         let scheduler_config = SchedulerConfig::from_file(&model.scheduler_config())?;
         let unet_config = model.unet_config()?;
         let vae_config = model.vae_config()?;
         let text_encoder = TextEncoder::load(runtime, &model.text_encoder())?;
         let tokenizer = PromptTokenizer::load(&model.tokenizer_dir(), text_encoder.context_length())?;
-        let unet = Unet::load(runtime, &model.unet(), 2)?;
+        let unet = Unet::load(runtime, &model.unet_variant(variant), 2)?;
         let vae = VaeDecoder::load(runtime, &model.vae_decoder(), &vae_config)?;
         let upscaler = model.upscaler().map(|path| Upscaler::load(runtime, &path)).transpose()?;
         let knowledge = match model.knowledge() {
@@ -259,6 +264,24 @@ impl Pipeline {
 
     pub fn model(&self) -> &ModelDir {
         &self.model
+    }
+
+    /// Puts `unet` in place of the loaded U-Net and returns that one (`crate::autotune`).
+    pub(crate) fn swap_unet(&mut self, unet: Unet) -> Unet {
+        std::mem::replace(&mut self.unet, unet)
+    }
+
+    pub(crate) fn swap_vae(&mut self, vae: VaeDecoder) -> VaeDecoder {
+        std::mem::replace(&mut self.vae, vae)
+    }
+
+    /// Puts `upscaler` in place of the loaded one, which the model must have.
+    pub(crate) fn swap_upscaler(&mut self, upscaler: Upscaler) -> Option<Upscaler> {
+        self.upscaler.replace(upscaler)
+    }
+
+    pub(crate) fn upscaler_mut(&mut self) -> Option<&mut Upscaler> {
+        self.upscaler.as_mut()
     }
 
     pub fn has_upscaler(&self) -> bool {

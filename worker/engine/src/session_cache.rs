@@ -141,7 +141,7 @@ impl Staged {
 
 /// Size and modification time: cheap to read, and changed by any rewrite of the file (hashing
 /// 3.4 GB of weights would cost more than the optimization it saves).
-fn stamp(path: &Path) -> io::Result<String> {
+pub(crate) fn stamp(path: &Path) -> io::Result<String> {
     let meta = fs::metadata(path)?;
     let modified = meta.modified()?.duration_since(UNIX_EPOCH).map_err(io::Error::other)?;
     Ok(format!("{} {}", meta.len(), modified.as_nanos()))
@@ -149,7 +149,7 @@ fn stamp(path: &Path) -> io::Result<String> {
 
 /// What identifies the CPU's instruction set: vendor, family, model and feature flags of the first
 /// core. Without them the cache cannot know a graph fits, so it is not used.
-fn cpu_identity() -> io::Result<String> {
+pub(crate) fn cpu_identity() -> io::Result<String> {
     let info = fs::read_to_string("/proc/cpuinfo")?;
     let fields = ["vendor_id", "cpu family", "model", "model name", "flags"];
     let first_core = info.split("\n\n").next().unwrap_or_default();
@@ -163,7 +163,7 @@ fn cpu_identity() -> io::Result<String> {
     Ok(identity.join("\n"))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -20,6 +20,7 @@ fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
         session_cache: None,
         precision,
         profile: None,
+        autotune: false,
     };
     Runtime::new(&options)
 }

@@ -70,12 +70,18 @@ pub struct RuntimeOptions {
     /// when the session ends; the folder is created), to see where a part's time goes; `None`
     /// profiles nothing.
     pub profile: Option<PathBuf>,
+    /// Load the library with the most CPU providers installed (the OpenVINO wheel's after
+    /// `bash deploy/setup.sh --openvino`, else the CPU wheel's) so that `crate::autotune` can
+    /// try each; only when every part is on `cpu` and no library is named.
+    pub autotune: bool,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
 pub struct Runtime {
     environment: Environment,
     library: PathBuf,
+    /// Which wheel's library `library` is: decides the providers sessions may use.
+    flavour: &'static str,
     providers: Providers,
     intra_threads: Option<usize>,
     session_cache: Option<SessionCache>,
@@ -86,13 +92,17 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(options: &RuntimeOptions) -> Result<Self> {
         // Checked even when the library is named: no library has both CUDA and OpenVINO.
-        let flavour = options.providers.library_flavour()?;
+        let mut flavour = options.providers.library_flavour()?;
         options.precision.check(&options.providers, cpu_flags)?;
-        let path = options
-            .library
-            .clone()
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| default_library(flavour));
+        let named = options.library.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+        if options.autotune && flavour == "cpu" && named.is_none() && default_library("openvino").exists() {
+            flavour = "openvino";
+        }
+        let path = named.unwrap_or_else(|| default_library(flavour));
+        // A named library is whatever it is; OpenVINO's provider is a plugin library beside it.
+        if flavour == "cpu" && has_openvino_plugin(&path) {
+            flavour = "openvino";
+        }
         let environment = shared_environment(path.clone())?;
         let session_cache = options.session_cache.as_deref().map(SessionCache::open).transpose()?;
         if let Some(dir) = &options.profile {
@@ -106,12 +116,62 @@ impl Runtime {
         Ok(Self {
             environment,
             library: path,
+            flavour,
             providers: options.providers.clone(),
             intra_threads: options.intra_threads,
             session_cache,
             precision: options.precision,
             profile: options.profile.clone(),
         })
+    }
+
+    /// The same library, threads, cache and precision with other providers per part; an error
+    /// when they need another library than the one loaded.
+    pub fn with_providers(&self, providers: Providers) -> Result<Self> {
+        let wanted = providers.library_flavour()?;
+        if wanted != "cpu" && wanted != self.flavour {
+            return Err(EngineError::invalid(
+                "execution providers",
+                format!(
+                    "{providers} need the {wanted} ONNX Runtime library, and this process loaded {} ({})",
+                    self.library.display(),
+                    self.flavour
+                ),
+            ));
+        }
+        self.precision.check(&providers, cpu_flags)?;
+        Ok(Self {
+            environment: self.environment.clone(),
+            library: self.library.clone(),
+            flavour: self.flavour,
+            providers,
+            intra_threads: self.intra_threads,
+            session_cache: self.session_cache.clone(),
+            precision: self.precision,
+            profile: self.profile.clone(),
+        })
+    }
+
+    /// Whether the loaded library has `provider` (CPU always; the others with their wheel's library).
+    pub fn has_provider(&self, provider: ExecutionProvider) -> bool {
+        let wanted = Providers::all(provider).library_flavour().unwrap_or("none");
+        wanted == "cpu" || wanted == self.flavour
+    }
+
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    pub fn intra_threads(&self) -> Option<usize> {
+        self.intra_threads
+    }
+
+    pub fn session_cache(&self) -> Option<&SessionCache> {
+        self.session_cache.as_ref()
     }
 
     /// Builds a session for one ONNX file, on the provider chosen for `part`. Called once per
@@ -300,6 +360,12 @@ fn shared_environment(path: PathBuf) -> Result<Environment> {
         .map_err(|e| load_error(&e))?;
     *loaded = Some((path, environment.clone()));
     Ok(environment)
+}
+
+/// Whether ONNX Runtime's OpenVINO provider library sits beside `library`, as in the
+/// `onnxruntime-openvino` wheel.
+fn has_openvino_plugin(library: &Path) -> bool {
+    library.with_file_name("libonnxruntime_providers_openvino.so").exists()
 }
 
 /// The library `deploy/setup.sh` puts in the project-local cache. The workspace root is baked in at

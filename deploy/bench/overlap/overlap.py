@@ -1,0 +1,215 @@
+"""Run with: make bench-overlap   (or python3 deploy/bench/overlap/overlap.py [--jobs 12] [--steps 10]
+                                                  [--size 256] [--threads 1 2] [--rounds 2])
+
+Images per second of one worker under a backlog, with each group's marking, PNG encoding, upload and
+acknowledgement done in turn (`worker.overlap_finishing = 0`) and beside the next group's
+generation (`= 1`, the default).
+
+On a GPU worker the engine's time is the GPU's and that CPU work is the host's: in the H100 runs
+(deploy/bench/gpu/GPU.md) marking and encoding a 1024-px image took 423–556 ms, as long as the
+generation. No GPU is needed to show the effect: with `--threads 1` ONNX Runtime computes on one
+core, standing in for the GPU, and the other core is the host's. `--threads 2` is the CPU worker
+as deployed (ONNX Runtime on every core), to show what overlapping costs where both halves want the
+same cores.
+
+The model is the bundled `models/rapid-mini`, asked for `--size` px (256 by default: 1024 px after
+ESRGAN, the size of the H100 runs' images). Its pictures at that size are not what it was trained
+for; only the times matter here. Each setting is one `rapid-scheduler standalone` process (the
+real planner, queue, consumer and engine) given one request of `--jobs` images before the first
+starts; the rate counts from the first job's start to the last job's success. The settings run in
+turns, `--rounds` times, so that the machine's drift falls on both.
+
+Writes deploy/bench/overlap/overlap.json and OVERLAP.md (with NOTES.md appended). Standard library only.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # machine.py
+from machine import cpu_model, isa  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = ROOT / "deploy/bench/overlap"
+MODEL = ROOT / "models/rapid-mini"
+SCHEDULER = ROOT / "target/release/rapid-scheduler"
+API_KEY = "bench-key"
+PROMPT = "a crimson silk evening dress with white dots"
+STAGES = ["unet_total", "vae", "upscale", "mark", "encode"]
+
+
+def config(output_dir: Path, port: int, size: int, threads: int, overlap: int) -> str:
+    key_hash = subprocess.run([SCHEDULER, "hash-key", API_KEY], check=True, capture_output=True, text=True)
+    return f"""
+[standalone]
+workers = 1
+output_dir = "{output_dir}"
+[scheduler]
+listen = "127.0.0.1:{port}"
+callback_secret = "bench"
+default_model = "rapid-mini"
+[scheduler.models.rapid-mini]
+width = {size}
+height = {size}
+[worker]
+# Pinned, so that both settings run the same setup (`auto` could choose differently per start).
+execution_provider = "cpu"
+threads = {threads}
+max_batch = 1
+overlap_finishing = {overlap}
+[worker.models]
+rapid-mini = "{MODEL}"
+[[tenants]]
+name = "bench"
+api_key_sha256 = "{key_hash.stdout.strip()}"
+"""
+
+
+def call(port: int, method: str, path: str, body=None):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_backlog(args, threads: int, overlap: int, work: Path) -> dict:
+    """One standalone fleet, one request of `args.jobs` images; its rate and stage medians."""
+    port = free_port()
+    name = f"threads-{threads}-overlap-{overlap}"
+    config_path = work / f"{name}.toml"
+    config_path.write_text(config(work / f"out-{name}", port, args.size, threads, overlap))
+    log_path = work / f"{name}.log"
+    with open(log_path, "w") as log:
+        fleet = subprocess.Popen([SCHEDULER, "standalone", "--config", config_path],
+                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAPID_LOG": "info"})
+        try:
+            deadline = time.time() + 300
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                    break
+                except OSError:
+                    if fleet.poll() is not None or time.time() > deadline:
+                        sys.exit(f"the standalone fleet did not start; see {log_path}")
+                    time.sleep(0.5)
+            body = {"prompts": [PROMPT], "images_per_prompt": args.jobs, "steps": args.steps, "seed": 1,
+                    "sampler": "euler", "upscale": True, "format": "png"}
+            request_id = call(port, "POST", "/v1/generations", body)["request_id"]
+            while True:
+                view = call(port, "GET", f"/v1/requests/{request_id}")
+                if view["status"] in ("succeeded", "partial", "failed", "cancelled"):
+                    break
+                time.sleep(0.5)
+            if view["status"] != "succeeded":
+                sys.exit(f"{name}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
+            events = call(port, "GET", f"/v1/requests/{request_id}/events")["events"]
+        finally:
+            fleet.terminate()
+            fleet.wait(timeout=60)
+    started = min(e["at_ms"] for e in events if e["kind"]["type"] == "started")
+    succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
+    seconds = (max(e["at_ms"] for e in succeeded) - started) / 1e3
+    timings = [dict(e["timings_ms"]) for e in succeeded]
+    return {
+        "threads": threads,
+        "overlap_finishing": overlap,
+        "images": len(succeeded),
+        "seconds": seconds,
+        "images_per_second": len(succeeded) / seconds,
+        "stage_ms": {stage: statistics.median(t[stage] for t in timings) for stage in STAGES},
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_results(saved: dict) -> None:
+    rows, summary = [], []
+    for threads in saved["threads"]:
+        pair = {}
+        for overlap in (0, 1):
+            runs = [r for r in saved["runs"] if r["threads"] == threads and r["overlap_finishing"] == overlap]
+            rates = [r["images_per_second"] for r in runs]
+            stages = {s: statistics.median(r["stage_ms"][s] for r in runs) for s in STAGES}
+            engine = stages["unet_total"] + stages["vae"] + stages["upscale"]
+            finish = stages["mark"] + stages["encode"]
+            pair[overlap] = statistics.median(rates)
+            rows.append(f"| {threads} | {overlap} | {len(runs)} | {' / '.join(f'{x:.3f}' for x in rates)} | "
+                        f"**{statistics.median(rates):.3f}** | {engine:.0f} | {finish:.0f} | "
+                        f"{1000 / engine:.3f} | {1000 / (engine + finish):.3f} |")
+        summary.append(f"- `threads = {threads}`: overlapping on / off **{pair[1] / pair[0]:.2f}×** images per second "
+                       f"({pair[1]:.3f} against {pair[0]:.3f}).")
+    text = f"""# Overlapping the CPU work after generation with the next job's generation
+
+Generated by `python3 deploy/bench/overlap/overlap.py --jobs {saved['jobs']} --steps {saved['steps']} --size {saved['size']} --threads {' '.join(map(str, saved['threads']))} --rounds {saved['rounds']}` on {saved['generated']} UTC.
+Machine: {saved['machine']} ({saved['isa']}), {saved['cores']} cores, Python {saved['python']}.
+Model: the bundled `models/rapid-mini`, {saved['size']} px → {saved['size'] * 4} px with ESRGAN, {saved['steps']} Euler
+steps, guidance 4, PNG, `max_batch = 1`. One `rapid-scheduler standalone` process per run, a backlog of
+{saved['jobs']} images; the settings ran in turns. `threads` is ONNX Runtime's; with 1 it stands in for a
+GPU (the engine on one core, the host's work on the other).
+
+| threads | overlap_finishing | runs | images/s per run | images/s (median) | engine ms per image (U-Net + VAE + ESRGAN) | mark + encode ms per image | engine-bound images/s | in-turn bound images/s |
+|---:|---:|---:|---|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+{chr(10).join(summary)}
+
+"Engine-bound" is what the engine alone allows (1 / its time per image); "in-turn bound" what doing
+the finishing after it allows (1 / both). Stage times are medians of the jobs' own timings; with
+both halves on the same cores they include the time each waited for the other.
+"""
+    notes = HERE / "NOTES.md"
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    (HERE / "OVERLAP.md").write_text(text)
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--jobs", type=int, default=12, help="images in the backlog")
+    parser.add_argument("--steps", type=int, default=10, help="Euler steps per image")
+    parser.add_argument("--size", type=int, default=256, help="generated side in px, before ESRGAN ×4")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="ONNX Runtime threads to compare")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of every setting")
+    parser.add_argument("--report-only", action="store_true", help="rewrite OVERLAP.md from overlap.json")
+    args = parser.parse_args()
+    if args.report_only:
+        write_results(json.loads((HERE / "overlap.json").read_text()))
+        return
+    if not SCHEDULER.exists():
+        sys.exit(f"{SCHEDULER} is missing: run `cargo build --release -p rapid-scheduler`")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="rapid-overlap-") as work:
+        for round_index in range(args.rounds):
+            for threads in args.threads:
+                for overlap in (0, 1):
+                    run = run_backlog(args, threads, overlap, Path(work))
+                    print(f"round {round_index + 1}: threads {threads}, overlap {overlap}: "
+                          f"{run['images_per_second']:.3f} images/s", flush=True)
+                    runs.append(run)
+    saved = {"jobs": args.jobs, "steps": args.steps, "size": args.size, "threads": args.threads,
+             "rounds": args.rounds, "generated": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+             "machine": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "python": platform.python_version(),
+             "runs": runs}
+    (HERE / "overlap.json").write_text(json.dumps(saved, indent=2) + "\n")
+    write_results(saved)
+
+
+if __name__ == "__main__":
+    main()
