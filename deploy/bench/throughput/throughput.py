@@ -54,7 +54,9 @@ def worker_settings(providers: str) -> str:
     pairs = [(key, value) for key, value in pairs if key != "model"]
     settings = {"upscale_tile": lambda value: str(int(value)), "precision": lambda value: f'"{value}"'}
     parts = [(part, provider) for part, provider in pairs if part not in settings]
-    lines = ["part_providers = { " + ", ".join(f'{part} = "{provider}"' for part, provider in parts) + " }"]
+    # Named, not `auto`: each mix is the setup under test (and `auto` refuses part_providers).
+    lines = ['execution_provider = "cpu"',
+             "part_providers = { " + ", ".join(f'{part} = "{provider}"' for part, provider in parts) + " }"]
     return "\n".join(lines + [f"{key} = {settings[key](value)}" for key, value in pairs if key in settings])
 
 
