@@ -7,24 +7,28 @@
 # build machine with what this needs:
 #   ort-gpu-sm90.tar.xz.a?   the onnxruntime-gpu wheel's libraries in 48 MB parts, its CUDA
 #                            provider's kernels for other GPUs zeroed (fatbin_keep.py says why)
-#   rapid-worker.xz, rapid_engine-tests.xz   release binaries, the second with `--features cuda`
+#   rapid-worker.xz, rapid-scheduler.xz, rapid_engine-tests.xz   release binaries, the last with
+#                            `--features cuda`
 #   *.whl                    diffusers and what it needs beyond that machine's PyTorch image
 #   table6/, table6-fused/, table6-fp16/   the Table 6 model without its random weights
 #                            (weightless.py strip): as exported, attention fused, fused + fp16
 # A payload may travel in several transfers: each run first adds PAYLOAD to /tmp/rapid-gpu-payload,
 # and the steps use what has gathered there.
 #
-# STEPs (default: all three), each logged and none stopping the next (REPEATS: worker runs per
+# STEPs (default: all four), each logged and none stopping the next (REPEATS: worker runs per
 # model directory, default 2; MODELS: the worker's rows, NAME=DIRECTORY ..., default all three):
 #   kernel    the CUDA flash-attention kernel's tests (attention::) on the GPU;
 #   tensorrt  the worker asked for TensorRT, to record what it says where TensorRT is not installed;
 #   bench     gpu.py: the worker on the CUDA provider (fp32 as exported, fp32 and fp16 with ONNX
-#             Runtime's fused attention) against diffusers' PyTorch modules in fp32 and fp16.
+#             Runtime's fused attention) against diffusers' PyTorch modules in fp32 and fp16;
+#   overlap   deploy/bench/overlap/overlap.py: images per second of one CUDA worker under a backlog
+#             of 1024-px Table 6 images (fp16, fused), marking and upload after each generation
+#             against beside the next one (worker.overlap_finishing 0 and 1) → $OUT/overlap/.
 set -uo pipefail
 
 payload=${1:-.gpu}
 shift || true
-steps=${*:-kernel tensorrt bench}
+steps=${*:-kernel tensorrt bench overlap}
 wants() { [[ " $steps " == *" $1 "* ]]; }
 # The worker's rows: NAME=DIRECTORY of the payload.
 models=${MODELS:-fp32=table6 fp32-fused=table6-fused fp16-fused=table6-fp16}
@@ -41,14 +45,14 @@ step "machine"
 cp -r "$payload"/. "$stash"/
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-for binary in rapid-worker rapid_engine-tests; do
+for binary in rapid-worker rapid-scheduler rapid_engine-tests; do
   if [[ -e $stash/$binary.xz && ! -x $stash/$binary ]]; then
     unxz_to "$stash/$binary" < "$stash/$binary.xz" && chmod +x "$stash/$binary"
   fi
 done
 
 step "libraries"
-if [[ ! -e $ort/libonnxruntime.so.1.31.1 ]] && { wants tensorrt || wants bench; }; then
+if [[ ! -e $ort/libonnxruntime.so.1.31.1 ]] && { wants tensorrt || wants bench || wants overlap; }; then
   parts=$(ls "$stash"/ort-gpu-sm90.tar.xz.a? 2>/dev/null)
   if [[ $(cat $parts | sha256sum | cut -d' ' -f1) != $(cat "$stash/ort-gpu-sm90.tar.xz.sha256") ]]; then
     echo "gpu: the ONNX Runtime parts here ($(echo $parts)) do not add up to ort-gpu-sm90.tar.xz; send every part"
@@ -72,9 +76,9 @@ if wants kernel; then
   step "CUDA flash-attention kernel tests"
   "$stash/rapid_engine-tests" attention:: --test-threads=1 --nocapture 2>&1 | tee "$out/cuda-tests.txt"
 fi
-if wants tensorrt || wants bench; then
+if wants tensorrt || wants bench || wants overlap; then
   step "random weights"
-  for model in $(wants tensorrt && echo table6) $(for m in $models; do echo "${m#*=}"; done); do
+  for model in $(wants tensorrt && echo table6) $(wants overlap && echo table6-fp16) $(for m in $models; do echo "${m#*=}"; done); do
     [[ -e $stash/$model/unet/model.onnx_data ]] || python3 deploy/export/weightless.py fill "$stash/$model"
   done
 fi
@@ -89,5 +93,11 @@ if wants bench; then
   step "worker on CUDA against PyTorch"
   PYTHONPATH=/tmp/rapid-site PYTHONUNBUFFERED=1 python3 deploy/bench/gpu/gpu.py --binary "$stash/rapid-worker" \
     $(for m in $models; do echo "--model ${m%%=*}=$stash/${m#*=}"; done) --torch-model "$stash/table6" --repeats "${REPEATS:-2}" --out "$out/gpu.json"
+fi
+if wants overlap; then
+  step "finishing beside the next generation (overlap_finishing 0 and 1)"
+  PYTHONUNBUFFERED=1 python3 deploy/bench/overlap/overlap.py --scheduler "$stash/rapid-scheduler" \
+    --model "$stash/table6-fp16" --provider cuda --size 256 --steps 50 --threads 4 --jobs 16 --rounds 2 \
+    --out "$out/overlap"
 fi
 step "done"

@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$dir"
 
 echo "gpu-payload: binaries" >&2
-cargo build --release --quiet -p rapid-worker --manifest-path "$root/Cargo.toml"
+cargo build --release --quiet -p rapid-worker -p rapid-scheduler --manifest-path "$root/Cargo.toml"
 tests=$(cargo test --release --quiet -p rapid-engine --features cuda --lib --no-run --message-format=json \
   --manifest-path "$root/Cargo.toml" | "$python" -c '
 import json, sys
@@ -24,7 +24,7 @@ for line in sys.stdin:
     message = json.loads(line)
     if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"]:
         print(message["executable"])')
-for binary in "$root/target/release/rapid-worker" "$tests"; do
+for binary in "$root/target/release/rapid-worker" "$root/target/release/rapid-scheduler" "$tests"; do
   name=$(basename "$binary" | sed 's/-[0-9a-f]\{16\}$/-tests/')
   strip -o "$work/$name" "$binary"
   xz -9 -T2 -c "$work/$name" > "$dir/$name.xz"
