@@ -32,29 +32,26 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # machine.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # machine.py, standalone.py
+import standalone  # noqa: E402
 from machine import cpu_model, isa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = ROOT / "deploy/bench/overlap"
 MODEL = ROOT / "models/rapid-mini"
 SCHEDULER = ROOT / "target/release/rapid-scheduler"
-API_KEY = "bench-key"
 PROMPT = "a crimson silk evening dress with white dots"
 STAGES = ["unet_total", "vae", "upscale", "mark", "encode"]
 
 
 def config(args, output_dir: Path, port: int, threads: int, overlap: int) -> str:
-    key_hash = subprocess.run([args.scheduler, "hash-key", API_KEY], check=True, capture_output=True, text=True)
     return f"""
 [standalone]
 workers = 1
@@ -76,62 +73,24 @@ overlap_finishing = {overlap}
 bench = "{args.model.resolve()}"
 [[tenants]]
 name = "bench"
-api_key_sha256 = "{key_hash.stdout.strip()}"
+api_key_sha256 = "{standalone.key_hash(args.scheduler)}"
 """
-
-
-def call(port: int, method: str, path: str, body=None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_backlog(args, threads: int, overlap: int, work: Path) -> dict:
     """One standalone fleet, one request of `args.jobs` images; its rate and stage medians."""
-    port = free_port()
+    port = standalone.free_port()
     name = f"threads-{threads}-overlap-{overlap}"
     config_path = work / f"{name}.toml"
     config_path.write_text(config(args, work / f"out-{name}", port, threads, overlap))
-    log_path = work / f"{name}.log"
-    with open(log_path, "w") as log:
-        fleet = subprocess.Popen([args.scheduler, "standalone", "--config", config_path],
-                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAPID_LOG": "info"})
-        try:
-            deadline = time.time() + 900
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                    break
-                except OSError:
-                    if fleet.poll() is not None or time.time() > deadline:
-                        sys.exit(f"the standalone fleet did not start; see {log_path}")
-                    time.sleep(0.5)
-            body = {"prompts": [PROMPT], "images_per_prompt": args.jobs, "steps": args.steps, "seed": 1,
-                    "sampler": "euler", "upscale": True, "format": "png"}
-            request_id = call(port, "POST", "/v1/generations", body)["request_id"]
-            while True:
-                view = call(port, "GET", f"/v1/requests/{request_id}")
-                if view["status"] in ("succeeded", "partial", "failed", "cancelled"):
-                    break
-                time.sleep(0.5)
-            if view["status"] != "succeeded":
-                sys.exit(f"{name}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
-            events = call(port, "GET", f"/v1/requests/{request_id}/events")["events"]
-        finally:
-            fleet.terminate()
-            fleet.wait(timeout=60)
-    started = min(e["at_ms"] for e in events if e["kind"]["type"] == "started")
+    body = {"prompts": [PROMPT], "images_per_prompt": args.jobs, "steps": args.steps, "seed": 1,
+            "sampler": "euler", "upscale": True, "format": "png"}
+    with standalone.fleet(args.scheduler, config_path, port, work / f"{name}.log", start_timeout_s=900):
+        view, events = standalone.run_request(port, body, poll_s=0.5)
+    if view["status"] != "succeeded":
+        sys.exit(f"{name}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
     succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
-    seconds = (max(e["at_ms"] for e in succeeded) - started) / 1e3
+    seconds = standalone.backlog_seconds(events)
     timings = [dict(e["timings_ms"]) for e in succeeded]
     return {
         "threads": threads,

@@ -26,22 +26,19 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # machine.py
+import standalone  # noqa: E402
 from machine import cpu_model, isa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / ".cache/models/table6"
 SCHEDULER = ROOT / "target/release/rapid-scheduler"
-API_KEY = "bench-key"
 PROMPTS = ["一件红色的丝绸连衣裙，白色纽扣，摄影棚照片", "a linen summer shirt, studio photo"]
 PER_IMAGE_STAGES = ["tokenize", "text_encoder", "vae", "upscale", "mark", "encode"]
 
@@ -68,7 +65,6 @@ def model_dir(providers: str) -> Path:
 
 
 def config(output_dir: Path, port: int, max_batch: int, providers: str) -> str:
-    key_hash = subprocess.run([SCHEDULER, "hash-key", API_KEY], check=True, capture_output=True, text=True)
     return f"""
 [standalone]
 workers = 1
@@ -89,65 +85,26 @@ batch_window_ms = 20
 table6 = "{model_dir(providers)}"
 [[tenants]]
 name = "bench"
-api_key_sha256 = "{key_hash.stdout.strip()}"
+api_key_sha256 = "{standalone.key_hash(SCHEDULER)}"
 """
-
-
-def call(port: int, method: str, path: str, body=None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_backlog(jobs: int, steps: int, max_batch: int, providers: str, work: Path) -> dict:
     """One standalone fleet, one request of `jobs` images; returns its event-log measurements."""
-    port = free_port()
+    port = standalone.free_port()
     name = f"batch-{max_batch}-{providers.replace('=', '-').replace(',', '_').replace('/', '_')}"
     config_path = work / f"{name}.toml"
     config_path.write_text(config(work / f"out-{name}", port, max_batch, providers))
-    log = open(work / f"{name}.log", "w")
-    fleet = subprocess.Popen([SCHEDULER, "standalone", "--config", config_path],
-                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAPID_LOG": "info"})
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                break
-            except OSError:
-                if fleet.poll() is not None or time.time() > deadline:
-                    sys.exit(f"the standalone fleet did not start; see {work / f'{name}.log'}")
-                time.sleep(1)
-        per_prompt = jobs // len(PROMPTS)
-        body = {"prompts": PROMPTS, "images_per_prompt": per_prompt, "steps": steps, "seed": 1,
-                "sampler": "pndm", "upscale": True}
-        request_id = call(port, "POST", "/v1/generations", body)["request_id"]
-        while True:
-            view = call(port, "GET", f"/v1/requests/{request_id}")
-            if view["status"] in ("succeeded", "partial", "failed", "cancelled"):
-                break
-            time.sleep(2)
-        if view["status"] != "succeeded":
-            sys.exit(f"max_batch {max_batch}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
-        events = call(port, "GET", f"/v1/requests/{request_id}/events")["events"]
-    finally:
-        fleet.terminate()
-        fleet.wait(timeout=60)
-        log.close()
-    started = min(e["at_ms"] for e in events if e["kind"]["type"] == "started")
+    per_prompt = jobs // len(PROMPTS)
+    body = {"prompts": PROMPTS, "images_per_prompt": per_prompt, "steps": steps, "seed": 1,
+            "sampler": "pndm", "upscale": True}
+    with standalone.fleet(SCHEDULER, config_path, port, work / f"{name}.log"):
+        view, events = standalone.run_request(port, body, poll_s=2)
+    if view["status"] != "succeeded":
+        sys.exit(f"max_batch {max_batch}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
     succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
-    finished = max(e["at_ms"] for e in succeeded)
+    seconds = standalone.backlog_seconds(events)
     timings = [dict(e["timings_ms"]) for e in succeeded]
-    seconds = (finished - started) / 1e3
     return {
         "providers": providers,
         "max_batch": max_batch,
