@@ -7,7 +7,7 @@ the paper's Table 6 model (random weights; `deploy/export/export_table6.py`), 50
 - worker: `rapid-worker generate --warm-up --timings`, the full run, `--repeats` times; medians
   reported. `--warm-up` runs every part once before the timed image, as a fleet worker does at
   start-up (`worker.warm_up`), so its stages are warm calls like the peers'. Unless
-  `--worker-args` names an `--execution-provider`, the worker runs as the fleet's default worker
+  `--worker-args` names providers (`--execution-provider`, `--part-provider`), the worker runs as the fleet's default worker
   does: `--execution-provider auto`, measuring its setup in the first run and reading the stored
   choice from its session cache in the others (the report names the choice). `--worker-args` adds
   options, e.g. `--execution-provider cpu --part-provider upscaler=openvino` (the table says which).
@@ -133,7 +133,8 @@ def worker(repeats, steps, extra_args, model):
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "sessions"
-        default = [] if "--execution-provider" in extra_args else [
+        by_hand = any(flag in extra_args for flag in ("--execution-provider", "--part-provider"))
+        default = [] if by_hand else [
             "--execution-provider", "auto", "--session-cache", str(cache)]
         for i in range(repeats):
             runs.append(generate(steps, THREADS, Path(tmp), ["--warm-up", *default, *extra_args], model=model)[0])
@@ -306,10 +307,16 @@ def autotune_line(worker_results):
     tile = "whole image" if choice["upscale_tile"] == 0 else f"{choice['upscale_tile']} px tiles"
     trials = "; ".join(
         f"{t['part']} {t['candidate']}: " + (f"{t['ms']:.0f} ms" if t.get("ms") is not None else "-")
-        + (f", {t['levels']:.2f}/255 off" if t.get("levels") else "") + f" ({t['verdict'] if isinstance(t['verdict'], str) else 'failed'})"
+        + (f", {t['levels']:.2f}/255 off" if t.get("levels") else "") + f" ({VERDICTS.get(str(t['verdict']), 'failed')})"
         for t in stored["trials"])
     return (f"\n  `auto` chose: U-Net on {choice['unet']} ({choice['unet_variant']} graph), VAE on "
-            f"{choice['vae_decoder']}, ESRGAN on {choice['upscaler']} ({tile}). Measured: {trials}.")
+            f"{choice['vae_decoder']}, ESRGAN on {choice['upscaler']} ({tile}). Measured (each candidate against "
+            f"the best before it; the last one kept per part runs): {trials}.")
+
+
+# How autotune's verdicts read in the report (worker/engine/src/autotune.rs, `Verdict`).
+VERDICTS = {"reference": "reference", "chosen": "kept", "slower": "not faster", "outside_bound": "off the reference",
+            "skipped": "over the time budget"}
 
 
 def worker_model_name(path):
@@ -370,7 +377,7 @@ fp32 GEMM rate (4096³, the fastest library): **{rate:.0f} GFLOP/s**{gemm_librar
 - worker: median of {repeats} full runs of `rapid-worker generate --timings`; its total is the sum of
   its stages (generation only, like the peers'), after `--warm-up` ran every part once untimed
   (as a fleet worker does at start-up); the whole command, loading and warm-up included, took
-  {results['worker']['command_total'] / 1e3:.1f} s (median). {tiling(saved.get('worker_args', ''))}
+  {results['worker']['command_total'] / 1e3:.1f} s (median){', `auto` measuring in the first run' if results['worker'].get('autotune') else ''}. {'' if results['worker'].get('autotune') else tiling(saved.get('worker_args', ''))}
   Worker options beyond the defaults: {f"`{saved['worker_args']}`" if saved.get('worker_args') else 'none'}.{worker_model_line(saved)}{autotune_line(results['worker'])}
 - diffusers ONNX and PyTorch eager: each stage timed on its own after one untimed call (U-Net: median of {peer_calls} calls);
   their totals are **extrapolated**: text encoder + {steps + 1} × U-Net + VAE + ESRGAN (whole image) +
