@@ -8,6 +8,7 @@ use std::time::Duration;
 use rapid_engine::autotune::{AutotuneOptions, ProviderSetting};
 use rapid_engine::error::EngineError;
 use rapid_engine::parts::upscaler::Tiling;
+use rapid_engine::runtime::tensorrt::{ShapeLimits, TensorRtOptions};
 use rapid_engine::runtime::{ExecutionProvider, Part, Providers, RuntimeOptions};
 use rapid_fleet::config::{AmqpConfig, RedisConfig, S3Config};
 use serde::Deserialize;
@@ -85,6 +86,49 @@ pub struct WorkerConfig {
     /// Where the worker serves `/livez`, `/readyz` and `/metrics` (e.g. `0.0.0.0:9100`); absent =
     /// no HTTP port.
     pub listen: Option<std::net::SocketAddr>,
+    /// How parts on `tensorrt` are built and kept.
+    #[serde(default)]
+    pub tensorrt: TensorRtConfig,
+}
+
+/// `[worker.tensorrt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRtConfig {
+    /// Where built engines are kept between starts; absent = built at every start.
+    pub engine_cache_dir: Option<PathBuf>,
+    /// fp16 kernels where TensorRT finds them faster.
+    #[serde(default = "default_true")]
+    pub fp16: bool,
+    /// Image sides (pixels, before ESRGAN) the engines are built for; all three or none.
+    pub min_side: Option<usize>,
+    pub opt_side: Option<usize>,
+    pub max_side: Option<usize>,
+}
+
+impl Default for TensorRtConfig {
+    fn default() -> Self {
+        Self { engine_cache_dir: None, fp16: true, min_side: None, opt_side: None, max_side: None }
+    }
+}
+
+impl TensorRtConfig {
+    fn options(&self, max_batch: usize) -> Result<TensorRtOptions, ProviderConfigError> {
+        let shapes = match (self.min_side, self.opt_side, self.max_side) {
+            (None, None, None) => None,
+            (Some(min_side), Some(opt_side), Some(max_side)) if min_side <= opt_side && opt_side <= max_side => {
+                Some(ShapeLimits { min_side, opt_side, max_side, max_batch })
+            }
+            _ => {
+                return Err(ProviderConfigError {
+                    key: "tensorrt".into(),
+                    problem: "min_side, opt_side and max_side go together, with min_side <= opt_side <= max_side"
+                        .into(),
+                })
+            }
+        };
+        Ok(TensorRtOptions { engine_cache: self.engine_cache_dir.clone(), fp16: self.fp16, shapes })
+    }
 }
 
 impl WorkerConfig {
@@ -134,6 +178,7 @@ impl WorkerConfig {
             precision: self.precision.parse().map_err(error("precision".into()))?,
             profile: None,
             autotune: setting == ProviderSetting::Auto,
+            tensorrt: self.tensorrt.options(self.max_batch.get())?,
         })
     }
 }
@@ -183,6 +228,9 @@ fn default_precision() -> String {
 }
 
 fn default_warm_up() -> bool {
+    true
+}
+fn default_true() -> bool {
     true
 }
 fn default_prefetch() -> u16 {
@@ -287,6 +335,20 @@ mod tests {
         let mixed = bare_worker_section("part_providers = { upscaler = \"openvino\" }");
         let error = mixed.runtime_options().unwrap_err().to_string();
         assert!(error.contains("worker.part_providers") && error.contains("`auto`"), "{error}");
+    }
+
+    #[test]
+    fn tensorrt_engines_are_fp16_and_profiled_only_when_every_side_is_named() {
+        let plain = bare_worker_section("").runtime_options().unwrap().tensorrt;
+        assert_eq!(plain, TensorRtOptions::default());
+        assert!(plain.fp16 && plain.shapes.is_none() && plain.engine_cache.is_none());
+        let section = "max_batch = 4\n[worker.tensorrt]\nengine_cache_dir = \"/var/cache/trt\"\n\
+                       min_side = 256\nopt_side = 512\nmax_side = 1024";
+        let named = bare_worker_section(section).runtime_options().unwrap().tensorrt;
+        assert_eq!(named.engine_cache.as_deref(), Some(Path::new("/var/cache/trt")));
+        assert_eq!(named.shapes, Some(ShapeLimits { min_side: 256, opt_side: 512, max_side: 1024, max_batch: 4 }));
+        let half = bare_worker_section("[worker.tensorrt]\nmax_side = 1024").runtime_options().unwrap_err().to_string();
+        assert!(half.contains("worker.tensorrt") && half.contains("go together"), "{half}");
     }
 
     #[test]

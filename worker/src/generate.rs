@@ -19,6 +19,7 @@ use rapid_engine::marking::{Corner, LabelOptions, OutputFormat, Provenance};
 use rapid_engine::output::{mark_and_encode, MarkOptions};
 use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::pipeline::{read_latents, GenerationRequest, Pipeline};
+use rapid_engine::runtime::tensorrt::TensorRtOptions;
 use rapid_engine::runtime::{ExecutionProvider, Part, Precision, Providers, Runtime, RuntimeOptions};
 use rapid_engine::samplers::{SamplerKind, SamplerOptions};
 use serde::Serialize;
@@ -91,6 +92,10 @@ pub struct GenerateArgs {
     /// Under --execution-provider auto, how long measuring may take.
     #[arg(long, default_value_t = 300)]
     autotune_budget_secs: u64,
+    /// Keep TensorRT's built engines in this folder (one per graph, GPU model, TensorRT version
+    /// and profile), so the next run with --execution-provider tensorrt loads instead of building.
+    #[arg(long)]
+    tensorrt_engine_cache: Option<PathBuf>,
     /// PART=PROVIDER: run one part (text_encoder, unet, vae_decoder, upscaler) on another
     /// provider than --execution-provider, e.g. `upscaler=openvino`. Repeatable.
     #[arg(long, value_parser = part_provider)]
@@ -185,6 +190,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         precision: args.precision,
         profile: None,
         autotune: args.execution_provider == ProviderSetting::Auto,
+        tensorrt: TensorRtOptions { engine_cache: args.tensorrt_engine_cache.clone(), ..TensorRtOptions::default() },
     })?;
     let mut tiling = Tiling { tile: args.tile_size, overlap: args.tile_overlap };
     let mut pipeline = match args.execution_provider {

@@ -21,6 +21,7 @@ fn openvino_in(providers: Providers, precision: Precision) -> Result<Runtime> {
         precision,
         profile: None,
         autotune: false,
+        tensorrt: Default::default(),
     };
     Runtime::new(&options)
 }

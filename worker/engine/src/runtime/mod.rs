@@ -47,10 +47,12 @@ fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str, what: &'sta
 
 mod precision;
 mod providers;
+pub mod tensorrt;
 
 use precision::cpu_flags;
 pub use precision::{cpu_has_bf16, Precision};
 pub use providers::{ExecutionProvider, Part, Providers};
+use tensorrt::{BuildTarget, DeclaredInput, ModelShapes, Profile, TensorRtOptions};
 
 /// How to set up ONNX Runtime. `Default` is what a fresh checkout wants: CPU, the library that
 /// `deploy/setup.sh` fetched, ONNX Runtime's own choice of thread count.
@@ -74,6 +76,8 @@ pub struct RuntimeOptions {
     /// `bash deploy/setup.sh --openvino`, else the CPU wheel's) so that `crate::autotune` can
     /// try each; only when every part is on `cpu` and no library is named.
     pub autotune: bool,
+    /// How the parts on `tensorrt` are built and where their engines are kept.
+    pub tensorrt: TensorRtOptions,
 }
 
 /// A loaded ONNX Runtime; builds the sessions of every model part, each on its provider.
@@ -87,6 +91,7 @@ pub struct Runtime {
     session_cache: Option<SessionCache>,
     precision: Precision,
     profile: Option<PathBuf>,
+    tensorrt: TensorRtOptions,
 }
 
 impl Runtime {
@@ -122,6 +127,7 @@ impl Runtime {
             session_cache,
             precision: options.precision,
             profile: options.profile.clone(),
+            tensorrt: options.tensorrt.clone(),
         })
     }
 
@@ -149,6 +155,7 @@ impl Runtime {
             session_cache: self.session_cache.clone(),
             precision: self.precision,
             profile: self.profile.clone(),
+            tensorrt: self.tensorrt.clone(),
         })
     }
 
@@ -272,7 +279,11 @@ impl Runtime {
         let operators = custom_ops::domain().map_err(builder_error)?;
         builder = builder.with_operators(operators).map_err(|e| builder_error(e.into()))?;
         let provider = self.providers.for_part(part);
-        if let Some(dispatch) = self.dispatch(provider) {
+        let dispatch = match provider {
+            ExecutionProvider::TensorRt => Some(self.tensorrt_dispatch(path, part)?),
+            other => self.dispatch(other),
+        };
+        if let Some(dispatch) = dispatch {
             builder = builder.with_execution_providers([dispatch]).map_err(|e| EngineError::ProviderUnavailable {
                 provider: provider.name(),
                 reason: format!("{}; it needs {}", ort::Error::<()>::from(e), provider.requirements()),
@@ -286,7 +297,7 @@ impl Runtime {
             // The CPU provider is always present; registering it explicitly adds nothing.
             ExecutionProvider::Cpu => None,
             ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
-            ExecutionProvider::TensorRt => Some(ep::TensorRT::default().build().error_on_failure()),
+            ExecutionProvider::TensorRt => unreachable!("built by tensorrt_dispatch, which needs the graph"),
             ExecutionProvider::OpenVino => {
                 let openvino = ep::OpenVINO::default().with_device_type("CPU");
                 let openvino = match self.precision {
@@ -305,6 +316,91 @@ impl Runtime {
             }
         }
     }
+}
+
+impl Runtime {
+    /// The TensorRT provider for `graph`: fp16 as configured, an explicit profile over the sizes
+    /// the worker serves, and its engine kept in a folder of its own (`tensorrt::engine_folder`).
+    fn tensorrt_dispatch(&self, graph: &Path, part: Part) -> Result<ExecutionProviderDispatch> {
+        let options = &self.tensorrt;
+        let mut trt = ep::TensorRT::default().with_fp16(options.fp16);
+        let profile = self.tensorrt_profile(graph, part)?;
+        if let Some(profile) = &profile {
+            trt = trt
+                .with_profile_min_shapes(&profile.min)
+                .with_profile_opt_shapes(&profile.opt)
+                .with_profile_max_shapes(&profile.max);
+        }
+        if let Some(cache) = &options.engine_cache {
+            match BuildTarget::of_this_machine() {
+                Some(target) => {
+                    let folder =
+                        tensorrt::engine_folder(cache, &target, part, graph, profile.as_ref()).map_err(|e| {
+                            EngineError::bad_file(cache, format!("cannot key the TensorRT engine cache: {e}"))
+                        })?;
+                    std::fs::create_dir_all(&folder).map_err(|e| {
+                        EngineError::bad_file(
+                            &folder,
+                            format!("cannot create the engine folder ({e}); name a writable one"),
+                        )
+                    })?;
+                    let folder = folder.display().to_string();
+                    tracing::info!(part = part.name(), engine = %folder, "TensorRT engine cache");
+                    trt = trt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(&folder)
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(&folder);
+                }
+                // The provider refuses to start below, and says why better than a guess here.
+                None => tracing::warn!(
+                    "no NVIDIA GPU or TensorRT library found to key the engine cache; building without it"
+                ),
+            }
+        }
+        Ok(trt.build().error_on_failure())
+    }
+
+    /// The TensorRT optimisation profile `graph` gets for `part` under this runtime's shape
+    /// limits; `None` without limits or when every input is static.
+    pub fn tensorrt_profile(&self, graph: &Path, part: Part) -> Result<Option<Profile>> {
+        match &self.tensorrt.shapes {
+            Some(limits) => Ok(tensorrt::profile(part, &self.declared_inputs(graph)?, limits, &model_shapes(graph)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The inputs `graph` declares, read from a CPU session that skips every optimization: cheap,
+    /// and the only way to the declared shapes without a protobuf reader.
+    fn declared_inputs(&self, graph: &Path) -> Result<Vec<DeclaredInput>> {
+        let error = |e: &dyn std::fmt::Display| EngineError::bad_file(graph, format!("cannot read its inputs: {e}"));
+        let operators = custom_ops::domain().map_err(|e| error(&e))?;
+        let builder = Session::builder(&self.environment)
+            .map_err(|e| error(&e))?
+            .with_optimization_level(GraphOptimizationLevel::Disable)
+            .map_err(|e| error(&ort::Error::<()>::from(e)))?
+            .with_operators(operators)
+            .map_err(|e| error(&ort::Error::<()>::from(e)))?;
+        let session = commit(builder, graph)?;
+        Ok(session
+            .inputs()
+            .iter()
+            .map(|input| DeclaredInput {
+                name: input.name().to_owned(),
+                shape: input.dtype().tensor_shape().map(|shape| shape.to_vec()).unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+/// The model facts a TensorRT profile needs, from the model directory `graph` sits in
+/// (`<model>/<part>/model.onnx`).
+fn model_shapes(graph: &Path) -> Result<ModelShapes> {
+    let root = graph.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let model = crate::model_dir::ModelDir::open(root)?;
+    let spatial_factor = model.vae_config()?.spatial_factor();
+    let context_length = crate::tokenizer::PromptTokenizer::load(&model.tokenizer_dir(), None)?.max_length();
+    Ok(ModelShapes { spatial_factor, context_length })
 }
 
 /// Builds the session of `graph` (the model's file, or its optimized copy).
