@@ -7,20 +7,22 @@
 # build machine with what this needs:
 #   ort-gpu-sm90.tar.xz.a?   the onnxruntime-gpu wheel's libraries in 48 MB parts, its CUDA
 #                            provider's kernels for other GPUs zeroed (fatbin_keep.py says why)
-#   rapid-worker.xz, rapid-scheduler.xz, rapid_engine-tests.xz   release binaries, the last with
-#                            `--features cuda`
+#   rapid-worker.xz, rapid-scheduler.xz, rapid_engine-tests.xz, gpu_parity-tests.xz   release
+#                            binaries, rapid_engine-tests with `--features cuda`
 #   *.whl                    diffusers and what it needs beyond that machine's PyTorch image
 #   table6/, table6-fused/, table6-fp16/   the Table 6 model without its random weights
 #                            (weightless.py strip): as exported, attention fused, fused + fp16
 # A payload may travel in several transfers: each run first adds PAYLOAD to /tmp/rapid-gpu-payload,
 # and the steps use what has gathered there.
 #
-# STEPs (default: all four), each logged and none stopping the next (REPEATS: worker runs per
+# STEPs (default: all five), each logged and none stopping the next (REPEATS: worker runs per
 # model directory, default 2; MODELS: the worker's rows, NAME=DIRECTORY ..., default all three):
 #   kernel    the CUDA flash-attention kernel's tests (attention::) on the GPU;
 #   tensorrt  the worker asked for TensorRT, to record what it says where TensorRT is not installed;
 #   bench     gpu.py: the worker on the CUDA provider (fp32 as exported, fp32 and fp16 with ONNX
 #             Runtime's fused attention) against diffusers' PyTorch modules in fp32 and fp16;
+#   parity    worker/engine/tests/gpu_parity.rs: the fixture models' diffusers cases on CUDA and
+#             TensorRT (fp32 within 2/255, fp16 within its stated bound) → $OUT/gpu-parity.txt;
 #   overlap   deploy/bench/overlap/overlap.py: images per second of one CUDA worker under a backlog
 #             of 1024-px Table 6 images (fp16, fused), marking and upload after each generation
 #             against beside the next one (worker.overlap_finishing 0 and 1) → $OUT/overlap/.
@@ -28,7 +30,7 @@ set -uo pipefail
 
 payload=${1:-.gpu}
 shift || true
-steps=${*:-kernel tensorrt bench overlap}
+steps=${*:-kernel tensorrt parity bench overlap}
 wants() { [[ " $steps " == *" $1 "* ]]; }
 # The worker's rows: NAME=DIRECTORY of the payload.
 models=${MODELS:-fp32=table6 fp32-fused=table6-fused fp16-fused=table6-fp16}
@@ -45,14 +47,14 @@ step "machine"
 cp -r "$payload"/. "$stash"/
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-for binary in rapid-worker rapid-scheduler rapid_engine-tests; do
+for binary in rapid-worker rapid-scheduler rapid_engine-tests gpu_parity-tests; do
   if [[ -e $stash/$binary.xz && ! -x $stash/$binary ]]; then
     unxz_to "$stash/$binary" < "$stash/$binary.xz" && chmod +x "$stash/$binary"
   fi
 done
 
 step "libraries"
-if [[ ! -e $ort/libonnxruntime.so.1.31.1 ]] && { wants tensorrt || wants bench || wants overlap; }; then
+if [[ ! -e $ort/libonnxruntime.so.1.31.1 ]] && { wants tensorrt || wants parity || wants bench || wants overlap; }; then
   parts=$(ls "$stash"/ort-gpu-sm90.tar.xz.a? 2>/dev/null)
   if [[ $(cat $parts | sha256sum | cut -d' ' -f1) != $(cat "$stash/ort-gpu-sm90.tar.xz.sha256") ]]; then
     echo "gpu: the ONNX Runtime parts here ($(echo $parts)) do not add up to ort-gpu-sm90.tar.xz; send every part"
@@ -86,6 +88,10 @@ if wants tensorrt; then
   step "TensorRT provider"
   timeout 120 "$stash/rapid-worker" generate --model "$stash/table6" --execution-provider tensorrt --steps 1 \
     --prompt x --out /tmp/rapid-trt.png 2>&1 | tee "$out/tensorrt.txt"
+fi
+if wants parity; then
+  step "parity on CUDA and TensorRT (the fixture models against diffusers)"
+  RAPID_REPO=$(pwd) "$stash/gpu_parity-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/gpu-parity.txt"
 fi
 if wants bench; then
   step "Python packages"

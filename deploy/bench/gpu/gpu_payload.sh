@@ -24,7 +24,14 @@ for line in sys.stdin:
     message = json.loads(line)
     if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"]:
         print(message["executable"])')
-for binary in "$root/target/release/rapid-worker" "$root/target/release/rapid-scheduler" "$tests"; do
+parity=$(cargo test --release --quiet -p rapid-engine --test gpu_parity --no-run --message-format=json \
+  --manifest-path "$root/Cargo.toml" | "$python" -c '
+import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"]:
+        print(message["executable"])')
+for binary in "$root/target/release/rapid-worker" "$root/target/release/rapid-scheduler" "$tests" "$parity"; do
   name=$(basename "$binary" | sed 's/-[0-9a-f]\{16\}$/-tests/')
   strip -o "$work/$name" "$binary"
   xz -9 -T2 -c "$work/$name" > "$dir/$name.xz"

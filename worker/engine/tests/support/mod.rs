@@ -14,8 +14,13 @@ use rapid_engine::pipeline::{GenerationRequest, Progress};
 use rapid_engine::samplers::SamplerKind;
 use serde::Deserialize;
 
+/// The repository the fixtures are read from: where this was built, or `RAPID_REPO` for a test
+/// binary carried to another machine (the GPU payload, deploy/bench/gpu/).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("RAPID_REPO") {
+        Some(repo) => PathBuf::from(repo),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
 }
 
 pub fn npy<D: ndarray::Dimension>(path: &Path) -> ndarray::Array<f32, D> {
