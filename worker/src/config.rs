@@ -100,6 +100,9 @@ pub struct TensorRtConfig {
     /// fp16 kernels where TensorRT finds them faster.
     #[serde(default = "default_true")]
     pub fp16: bool,
+    /// Pull this GPU kind's engines from the object store before loading, push new ones after.
+    #[serde(default)]
+    pub share_engines: bool,
     /// Image sides (pixels, before ESRGAN) the engines are built for; all three or none.
     pub min_side: Option<usize>,
     pub opt_side: Option<usize>,
@@ -108,11 +111,31 @@ pub struct TensorRtConfig {
 
 impl Default for TensorRtConfig {
     fn default() -> Self {
-        Self { engine_cache_dir: None, fp16: true, min_side: None, opt_side: None, max_side: None }
+        Self {
+            engine_cache_dir: None,
+            fp16: true,
+            share_engines: false,
+            min_side: None,
+            opt_side: None,
+            max_side: None,
+        }
     }
 }
 
 impl TensorRtConfig {
+    /// The folder to share through the store, when sharing is on; an error when it is on without
+    /// a folder to share.
+    pub fn shared_cache(&self) -> Result<Option<&std::path::Path>, ProviderConfigError> {
+        match (self.share_engines, &self.engine_cache_dir) {
+            (false, _) => Ok(None),
+            (true, Some(dir)) => Ok(Some(dir)),
+            (true, None) => Err(ProviderConfigError {
+                key: "tensorrt.share_engines".into(),
+                problem: "sharing engines needs tensorrt.engine_cache_dir, the folder they are kept in".into(),
+            }),
+        }
+    }
+
     fn options(&self, max_batch: usize) -> Result<TensorRtOptions, ProviderConfigError> {
         let shapes = match (self.min_side, self.opt_side, self.max_side) {
             (None, None, None) => None,
@@ -349,6 +372,12 @@ mod tests {
         assert_eq!(named.shapes, Some(ShapeLimits { min_side: 256, opt_side: 512, max_side: 1024, max_batch: 4 }));
         let half = bare_worker_section("[worker.tensorrt]\nmax_side = 1024").runtime_options().unwrap_err().to_string();
         assert!(half.contains("worker.tensorrt") && half.contains("go together"), "{half}");
+        let shared = bare_worker_section("[worker.tensorrt]\nshare_engines = true\nengine_cache_dir = \"/c\"");
+        assert_eq!(shared.tensorrt.shared_cache().unwrap(), Some(Path::new("/c")));
+        assert_eq!(bare_worker_section("").tensorrt.shared_cache().unwrap(), None, "not shared unless asked");
+        let nowhere = bare_worker_section("[worker.tensorrt]\nshare_engines = true");
+        let error = nowhere.tensorrt.shared_cache().unwrap_err().to_string();
+        assert!(error.contains("worker.tensorrt.share_engines") && error.contains("engine_cache_dir"), "{error}");
     }
 
     #[test]

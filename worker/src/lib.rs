@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod engine_share;
 pub mod health;
 pub mod metrics;
 pub mod runner;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rapid_engine::runtime::tensorrt::BuildTarget;
 use rapid_engine::runtime::Runtime;
 use rapid_fleet::config;
 use rapid_fleet::queue::{AmqpQueue, Queue};
@@ -14,6 +15,7 @@ use rapid_fleet::state::{RedisState, StateStore};
 use rapid_fleet::storage::{ObjectStore, S3Store};
 use rapid_worker::config::WorkerFile;
 use rapid_worker::consumer::{ConsumerOptions, JobConsumer, Stop};
+use rapid_worker::engine_share;
 use rapid_worker::health;
 use rapid_worker::metrics::WorkerMetrics;
 use rapid_worker::runner::Engines;
@@ -41,10 +43,21 @@ pub fn run(args: RunArgs) -> Result<()> {
         tracing::info!(%listen, "serving /livez, /readyz and /metrics");
         tokio.spawn(health::serve(listener, Arc::clone(&metrics)));
     }
+    // Engines other replicas of this GPU kind built come first, so that loading finds them.
+    let shared = match file.worker.tensorrt.shared_cache()? {
+        Some(cache) => {
+            let store = tokio.block_on(S3Store::connect(&file.s3)).map(ObjectStore::S3)?;
+            share_engines(&tokio, &store, cache, Direction::Pull).map(|gpu| (store, cache, gpu))
+        }
+        None => None,
+    };
     // Models load (and warm up) before the first connection: a broken model directory stops the
     // worker here, and the broker sees no consumer until the first job can run at full speed.
     let engines = Engines::start(&runtime, &file.worker)?;
     tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models ready");
+    if let Some((store, cache, _)) = &shared {
+        share_engines(&tokio, store, cache, Direction::Push);
+    }
 
     let stop = tokio.block_on(async {
         let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp).await?);
@@ -76,4 +89,36 @@ pub fn run(args: RunArgs) -> Result<()> {
             )
         }
     }
+}
+
+enum Direction {
+    Pull,
+    Push,
+}
+
+/// Pulls or pushes this GPU kind's TensorRT engines; returns the GPU kind, or `None` (logged)
+/// where there is none to share for. A store that fails costs a warning: the worker builds what
+/// it lacks, as it would without sharing.
+fn share_engines(
+    tokio: &tokio::runtime::Runtime,
+    store: &ObjectStore,
+    cache: &std::path::Path,
+    direction: Direction,
+) -> Option<String> {
+    let Some(target) = BuildTarget::of_this_machine() else {
+        tracing::warn!("tensorrt.share_engines: no NVIDIA GPU or TensorRT library found; nothing to share");
+        return None;
+    };
+    let gpu = target.gpu_slug();
+    let (what, moved) = match direction {
+        Direction::Pull => ("pulled", tokio.block_on(engine_share::pull(store, cache, &gpu))),
+        Direction::Push => ("pushed", tokio.block_on(engine_share::push(store, cache, &gpu))),
+    };
+    match moved {
+        Ok(moved) => tracing::info!(gpu = %gpu, files = moved.files, bytes = moved.bytes, "TensorRT engines {what}"),
+        Err(error) => {
+            tracing::warn!(gpu = %gpu, %error, "TensorRT engines could not be {what}; building what is missing")
+        }
+    }
+    Some(gpu)
 }

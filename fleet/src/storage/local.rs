@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Object, StorageError};
+use super::{Listed, Object, StorageError};
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -30,6 +30,43 @@ impl LocalStore {
             .map_err(error)
     }
 
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let error = |source| StorageError::Local { path: root.display().to_string(), source };
+        tokio::task::spawn_blocking({
+            let root = root.clone();
+            move || {
+                let mut listed = Vec::new();
+                walk(&root, &root, &prefix, &mut listed)?;
+                listed.sort_by(|a: &Listed, b| a.key.cmp(&b.key));
+                Ok(listed)
+            }
+        })
+        .await
+        .map_err(|e| error(std::io::Error::other(e)))?
+        .map_err(error)
+    }
+
+    pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let target = self.path_of(key);
+        let error = |source| StorageError::Local { path: target.display().to_string(), source };
+        let (from, to) = (path.to_path_buf(), target.clone());
+        tokio::task::spawn_blocking(move || copy_atomically(&from, &to))
+            .await
+            .map_err(|e| error(std::io::Error::other(e)))?
+            .map_err(error)
+    }
+
+    pub(super) async fn get_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let error = |source| StorageError::Local { path: path.display().to_string(), source };
+        let (from, to) = (self.path_of(key), path.to_path_buf());
+        tokio::task::spawn_blocking(move || copy_atomically(&from, &to))
+            .await
+            .map_err(|e| error(std::io::Error::other(e)))?
+            .map_err(error)
+    }
+
     pub(super) fn file_url(&self, key: &str) -> String {
         let path = self.path_of(key);
         let absolute = std::path::absolute(&path).unwrap_or(path);
@@ -43,5 +80,37 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut staged = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut staged, bytes)?;
     staged.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Every file under `dir` whose key (its path below `root`, `/`-separated) starts with `prefix`.
+fn walk(root: &Path, dir: &Path, prefix: &str, listed: &mut Vec<Listed>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let key = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        if entry.file_type()?.is_dir() {
+            // Only folders that can hold a matching key are entered.
+            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.is_empty() {
+                walk(root, &path, prefix, listed)?;
+            }
+        } else if key.starts_with(prefix) && !entry.file_name().to_string_lossy().starts_with(".tmp") {
+            listed.push(Listed { key, size: entry.metadata()?.len() });
+        }
+    }
+    Ok(())
+}
+
+fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut staged = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::copy(&mut std::fs::File::open(from)?, &mut staged)?;
+    staged.persist(to).map_err(|e| e.error)?;
     Ok(())
 }

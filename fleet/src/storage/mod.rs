@@ -5,6 +5,7 @@
 mod local;
 mod s3;
 
+use std::path::Path;
 use std::time::Duration;
 
 pub use self::local::LocalStore;
@@ -29,6 +30,13 @@ pub struct Object<'a> {
     pub metadata: &'a [(&'a str, String)],
 }
 
+/// An object as a listing names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+}
+
 #[derive(Clone)]
 pub enum ObjectStore {
     S3(S3Store),
@@ -40,6 +48,32 @@ impl ObjectStore {
         match self {
             Self::S3(s) => s.put(object).await,
             Self::Local(s) => s.put(object).await,
+        }
+    }
+
+    /// Every object whose key starts with `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        match self {
+            Self::S3(s) => s.list(prefix).await,
+            Self::Local(s) => s.list(prefix).await,
+        }
+    }
+
+    /// Stores the file at `path` under `key`, streamed (files such as TensorRT engines run to
+    /// gigabytes).
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        match self {
+            Self::S3(s) => s.put_file(key, path).await,
+            Self::Local(s) => s.put_file(key, path).await,
+        }
+    }
+
+    /// Writes the object `key` to `path`, streamed into a temporary file beside it and renamed
+    /// into place: `path` never holds half an object.
+    pub async fn get_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        match self {
+            Self::S3(s) => s.get_file(key, path).await,
+            Self::Local(s) => s.get_file(key, path).await,
         }
     }
 

@@ -2,6 +2,7 @@
 //! endpoint, region, path style and keys from its own configuration, never from the AWS
 //! environment chain, so a worker cannot silently write to another account's bucket.
 
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -9,7 +10,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use super::{Object, StorageError};
+use super::{Listed, Object, StorageError};
 use crate::config::S3Config;
 
 #[derive(Clone)]
@@ -74,6 +75,49 @@ impl S3Store {
             .await
             .map_err(|e| error("presign", key, e))?;
         Ok(request.uri().to_owned())
+    }
+
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut listed = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| error("list", prefix, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    listed.push(Listed { key: key.to_owned(), size: object.size().unwrap_or(0).max(0) as u64 });
+                }
+            }
+        }
+        Ok(listed)
+    }
+
+    pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| error("put", key, e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| error("put", key, e))?;
+        Ok(())
+    }
+
+    pub(super) async fn get_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let object =
+            self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| error("get", key, e))?;
+        let mut body = object.body.into_async_read();
+        let local = |e: std::io::Error| StorageError::Local { path: path.display().to_string(), source: e };
+        let folder = path.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(folder).await.map_err(local)?;
+        let staged = tempfile::NamedTempFile::new_in(folder).map_err(local)?;
+        let mut file = tokio::fs::File::from_std(staged.reopen().map_err(local)?);
+        tokio::io::copy(&mut body, &mut file).await.map_err(local)?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(local)?;
+        staged.persist(path).map_err(|e| local(e.error))?;
+        Ok(())
     }
 
     /// Can the bucket be reached (for `/readyz`)?
