@@ -12,11 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use rapid_fleet::queue::Lane;
-use rapid_proto::Priority;
+use rapid_proto::{Priority, RequestKind};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +105,11 @@ impl Default for Metrics {
         let requests = Family::<KindLabel, Counter>::default();
         let jobs = Family::<KindLabel, Counter>::default();
         let queue_depth = Gauge::<u64, AtomicU64>::default();
+        for kind in RequestKind::ALL {
+            let label = KindLabel { kind: kind.name() };
+            requests.get_or_create(&label).inc_by(0);
+            jobs.get_or_create(&label).inc_by(0);
+        }
         registry.register("requests_accepted", "Requests accepted, by kind", requests.clone());
         registry.register("jobs_enqueued", "Jobs published to the queue, by request kind", jobs.clone());
         let lane_depth = Family::<LaneLabel, Gauge<u64, AtomicU64>>::default();
@@ -141,8 +146,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn accepted(&self, kind: &str, jobs: usize) {
-        let label = KindLabel { kind: kind.to_owned() };
+    pub fn accepted(&self, kind: RequestKind, jobs: usize) {
+        let label = KindLabel { kind: kind.name() };
         self.requests.get_or_create(&label).inc();
         self.jobs.get_or_create(&label).inc_by(jobs as u64);
     }
@@ -184,5 +189,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encoding into a String");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_kind_is_exported_at_zero_before_its_first_request() {
+        let metrics = Metrics::default();
+        let text = metrics.render();
+        for kind in RequestKind::ALL {
+            assert!(text.contains(&format!("rapid_requests_accepted_total{{kind=\"{}\"}} 0", kind.name())), "{text}");
+            assert!(text.contains(&format!("rapid_jobs_enqueued_total{{kind=\"{}\"}} 0", kind.name())), "{text}");
+        }
+        metrics.accepted(RequestKind::CuisineMenu, 3);
+        let text = metrics.render();
+        assert!(text.contains("rapid_requests_accepted_total{kind=\"cuisine_menu\"} 1"), "{text}");
+        assert!(text.contains("rapid_jobs_enqueued_total{kind=\"cuisine_menu\"} 3"), "{text}");
     }
 }

@@ -304,7 +304,7 @@ async fn submit(
     state.backlog.admit(&state.queue, &state.lanes).await?;
     admit(state, tenant, plan.jobs.len()).await?;
     planner::enqueue(&state.state, &state.queue, &plan).await?;
-    state.metrics.accepted(kind.name(), plan.jobs.len());
+    state.metrics.accepted(kind, plan.jobs.len());
     tracing::info!(request = %plan.record.id, tenant, %kind, jobs = plan.jobs.len(), "request accepted");
     let accepted = Accepted {
         status_url: format!("/v1/requests/{}", plan.record.id),
