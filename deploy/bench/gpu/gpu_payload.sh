@@ -65,6 +65,9 @@ echo "gpu-payload: Python wheels" >&2
 echo "gpu-payload: the Table 6 model without its weights" >&2
 model=$root/.cache/models/table6
 "$python" "$root/deploy/export/weightless.py" strip --model "$model" --out "$dir/table6"
+# A rewrite `make prepare-model` added for CPU workers (unet/winograd/, CPU-provider operators) has
+# no place on the GPU, and weightless.py copies only its config.
+rm -rf "$dir/table6/unet/winograd"
 # Attention as com.microsoft.MultiHeadAttention (flash attention on the CUDA provider); then fp16.
 "$python" "$root/deploy/export/fuse_attention.py" --model "$model" --out "$work/fused" --fused ort
 "$python" "$root/deploy/export/weightless.py" strip --model "$work/fused" --out "$dir/table6-fused"
