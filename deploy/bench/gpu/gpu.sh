@@ -18,7 +18,8 @@
 # STEPs (default: all five), each logged and none stopping the next (REPEATS: worker runs per
 # model directory, default 2; MODELS: the worker's rows, NAME=DIRECTORY ..., default all three):
 #   kernel    the CUDA flash-attention kernel's tests (attention::) on the GPU;
-#   tensorrt  the worker asked for TensorRT, to record what it says where TensorRT is not installed;
+#   tensorrt  the worker on TensorRT twice with an engine cache: start to image cold (engines built)
+#             and warm (loaded), or what it says where TensorRT is not installed;
 #   bench     gpu.py: the worker on the CUDA provider (fp32 as exported, fp32 and fp16 with ONNX
 #             Runtime's fused attention) against diffusers' PyTorch modules in fp32 and fp16;
 #   parity    worker/engine/tests/gpu_parity.rs: the fixture models' diffusers cases on CUDA and
@@ -85,9 +86,15 @@ if wants tensorrt || wants bench || wants overlap; then
   done
 fi
 if wants tensorrt; then
-  step "TensorRT provider"
-  timeout 120 "$stash/rapid-worker" generate --model "$stash/table6" --execution-provider tensorrt --steps 1 \
-    --prompt x --out /tmp/rapid-trt.png 2>&1 | tee "$out/tensorrt.txt"
+  step "TensorRT provider: a cold start (engines built into the cache), then a warm one (loaded)"
+  for start in cold warm; do
+    begun=$(date +%s.%N)
+    timeout 300 "$stash/rapid-worker" generate --model "$stash/table6" --execution-provider tensorrt --steps 1 \
+      --tensorrt-engine-cache /tmp/rapid-trt-engines --prompt x --out /tmp/rapid-trt.png 2>&1 | tee -a "$out/tensorrt.txt"
+    echo "tensorrt $start start to image: $(python3 -c "import time; print(round(time.time() - $begun, 1))") s" \
+      | tee -a "$out/tensorrt.txt"
+  done
+  du -sh /tmp/rapid-trt-engines/* 2>/dev/null | tee -a "$out/tensorrt.txt"
 fi
 if wants parity; then
   step "parity on CUDA and TensorRT (the fixture models against diffusers)"
