@@ -9,7 +9,7 @@ use rapid_engine::autotune::{AutotuneOptions, ProviderSetting};
 use rapid_engine::error::EngineError;
 use rapid_engine::parts::upscaler::Tiling;
 use rapid_engine::runtime::tensorrt::{ShapeLimits, TensorRtOptions};
-use rapid_engine::runtime::{ExecutionProvider, Part, Providers, RuntimeOptions};
+use rapid_engine::runtime::{Part, Providers, RuntimeOptions};
 use rapid_fleet::config::{AmqpConfig, RedisConfig, S3Config};
 use serde::Deserialize;
 
@@ -164,30 +164,26 @@ impl WorkerConfig {
         if self.execution_provider.parse::<ProviderSetting>().ok()? != ProviderSetting::Auto {
             return None;
         }
-        let tilings = match self.upscale_tile {
-            Some(_) => vec![self.tiling()],
-            None => vec![self.tiling(), Tiling { tile: 0, ..self.tiling() }],
-        };
-        Some(AutotuneOptions { budget: Duration::from_secs(self.autotune_budget_secs), tilings })
+        let budget = Duration::from_secs(self.autotune_budget_secs);
+        Some(match self.upscale_tile {
+            Some(_) => AutotuneOptions { budget, tilings: vec![self.tiling()] },
+            None => AutotuneOptions::tiled_or_whole(budget, self.tiling()),
+        })
     }
 
     /// How this worker sets up ONNX Runtime: the provider of every part and the threads.
     pub fn runtime_options(&self) -> Result<RuntimeOptions, ProviderConfigError> {
         let error = |key: String| move |source: EngineError| ProviderConfigError { key, problem: source.to_string() };
         let setting: ProviderSetting = self.execution_provider.parse().map_err(error("execution_provider".into()))?;
-        let default = match setting {
-            ProviderSetting::Auto if !self.part_providers.is_empty() => {
-                return Err(ProviderConfigError {
-                    key: "part_providers".into(),
-                    problem: "`auto` chooses every part's provider itself; name an execution_provider to set parts \
-                              by hand"
-                        .into(),
-                })
-            }
-            ProviderSetting::Auto => ExecutionProvider::Cpu,
-            ProviderSetting::Fixed(provider) => provider,
-        };
-        let mut providers = Providers::all(default);
+        if setting == ProviderSetting::Auto && !self.part_providers.is_empty() {
+            return Err(ProviderConfigError {
+                key: "part_providers".into(),
+                problem: "`auto` chooses every part's provider itself; name an execution_provider to set parts by \
+                          hand"
+                    .into(),
+            });
+        }
+        let mut providers = Providers::all(setting.provider());
         for (part, provider) in &self.part_providers {
             let key = format!("part_providers.{part}");
             let part: Part = part.parse().map_err(error(key.clone()))?;
@@ -286,6 +282,7 @@ mod tests {
     use rapid_fleet::config::load;
 
     use super::*;
+    use rapid_engine::runtime::ExecutionProvider;
 
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config.example.toml");
 

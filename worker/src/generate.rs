@@ -171,17 +171,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let staged_timings = args.timings.as_deref().map(stage_output).transpose()?;
     let init_latents = args.init_latents.as_deref().map(read_latents).transpose()?;
 
-    let default = match args.execution_provider {
-        ProviderSetting::Auto if !args.part_provider.is_empty() => {
-            anyhow::bail!("--part-provider sets parts by hand, and --execution-provider auto chooses them; use one")
-        }
-        ProviderSetting::Auto => ExecutionProvider::Cpu,
-        ProviderSetting::Fixed(provider) => provider,
-    };
+    if args.execution_provider == ProviderSetting::Auto && !args.part_provider.is_empty() {
+        anyhow::bail!("--part-provider sets parts by hand, and --execution-provider auto chooses them; use one");
+    }
     let providers = args
         .part_provider
         .iter()
-        .fold(Providers::all(default), |providers, &(part, provider)| providers.with(part, provider));
+        .fold(Providers::all(args.execution_provider.provider()), |providers, &(part, provider)| {
+            providers.with(part, provider)
+        });
     let runtime = Runtime::new(&RuntimeOptions {
         providers,
         library: None,
@@ -195,10 +193,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut tiling = Tiling { tile: args.tile_size, overlap: args.tile_overlap };
     let mut pipeline = match args.execution_provider {
         ProviderSetting::Auto => {
-            let options = AutotuneOptions {
-                budget: Duration::from_secs(args.autotune_budget_secs),
-                tilings: vec![tiling, Tiling { tile: 0, ..tiling }],
-            };
+            let options = AutotuneOptions::tiled_or_whole(Duration::from_secs(args.autotune_budget_secs), tiling);
             let tuned = autotune::load_tuned(&runtime, &args.model, &options)?;
             eprintln!("autotune: {}{}", tuned.choice, if tuned.from_cache { " (stored)" } else { "" });
             tiling = tuned.tiling(args.tile_overlap);

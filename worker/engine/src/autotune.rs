@@ -57,6 +57,16 @@ pub enum ProviderSetting {
     Fixed(ExecutionProvider),
 }
 
+impl ProviderSetting {
+    /// The provider every part is set up on first: `auto` measures from the CPU provider.
+    pub fn provider(self) -> ExecutionProvider {
+        match self {
+            Self::Auto => ExecutionProvider::Cpu,
+            Self::Fixed(provider) => provider,
+        }
+    }
+}
+
 impl FromStr for ProviderSetting {
     type Err = EngineError;
 
@@ -80,10 +90,16 @@ pub struct AutotuneOptions {
     pub tilings: Vec<Tiling>,
 }
 
+impl AutotuneOptions {
+    /// ESRGAN in `tiling` (the reference) and on the whole image, within `budget`.
+    pub fn tiled_or_whole(budget: Duration, tiling: Tiling) -> Self {
+        Self { budget, tilings: vec![tiling, Tiling { tile: 0, ..tiling }] }
+    }
+}
+
 impl Default for AutotuneOptions {
     fn default() -> Self {
-        let tiled = Tiling::default();
-        Self { budget: Duration::from_secs(300), tilings: vec![tiled, Tiling { tile: 0, ..tiled }] }
+        Self::tiled_or_whole(Duration::from_secs(300), Tiling::default())
     }
 }
 
@@ -139,6 +155,7 @@ impl std::fmt::Display for Choice {
 /// One candidate as measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
+    /// The part's name in the model directory (`Part::name`).
     pub part: String,
     pub candidate: String,
     /// The part's time per call (the U-Net's per step), the fastest of the timed calls.
@@ -256,20 +273,19 @@ impl<'a> Search<'a> {
         let probe = probe_request();
 
         // The U-Net and the VAE: one short generation, timed by its own stage timings.
-        pipeline.generate(&probe, &mut |_| std::ops::ControlFlow::Continue(()))?;
-        let (reference, unet_ms, vae_ms) = self.time_generation(&mut pipeline, &probe)?;
-        self.record("unet", "cpu, plain graph", Some(unet_ms), Some(0.0), Verdict::Reference);
-        self.record("vae_decoder", "cpu", Some(vae_ms), Some(0.0), Verdict::Reference);
+        let (reference, unet_ms, vae_ms) = self.time_generation_warm(&mut pipeline, &probe)?;
+        self.record(Part::Unet, "cpu, plain graph", Some(unet_ms), Some(0.0), Verdict::Reference);
+        self.record(Part::VaeDecoder, "cpu", Some(vae_ms), Some(0.0), Verdict::Reference);
         let mut best_unet = unet_ms;
         for (provider, variant) in self.unet_candidates() {
             let label = format!("{provider}, {} graph", variant.name());
-            let Some(runtime) = self.candidate_runtime("unet", &label, Part::Unet, provider) else { continue };
+            let Some(runtime) = self.candidate_runtime(Part::Unet, &label, provider) else { continue };
             let path = self.model.unet_variant(variant);
             let loaded = Unet::load(&runtime, &path, 2);
-            let Some(unet) = self.loaded("unet", &label, loaded) else { continue };
+            let Some(unet) = self.loaded(Part::Unet, &label, loaded) else { continue };
             let previous = pipeline.swap_unet(unet);
             let measured = self.time_generation_warm(&mut pipeline, &probe).map(|(image, ms, _)| (image, ms));
-            match self.judge("unet", &label, measured, &reference, best_unet) {
+            match self.judge(Part::Unet, &label, measured, &reference, best_unet) {
                 Some(ms) => {
                     best_unet = ms;
                     (choice.unet, choice.unet_variant) = (provider, variant);
@@ -279,15 +295,15 @@ impl<'a> Search<'a> {
         }
         if self.runtime.has_provider(ExecutionProvider::OpenVino) {
             let (provider, label) = (ExecutionProvider::OpenVino, "openvino");
-            if let Some(runtime) = self.candidate_runtime("vae_decoder", label, Part::VaeDecoder, provider) {
+            if let Some(runtime) = self.candidate_runtime(Part::VaeDecoder, label, provider) {
                 let loaded = self
                     .model
                     .vae_config()
                     .and_then(|config| VaeDecoder::load(&runtime, &self.model.vae_decoder(), &config));
-                if let Some(vae) = self.loaded("vae_decoder", label, loaded) {
+                if let Some(vae) = self.loaded(Part::VaeDecoder, label, loaded) {
                     let previous = pipeline.swap_vae(vae);
                     let measured = self.time_generation_warm(&mut pipeline, &probe).map(|(image, _, ms)| (image, ms));
-                    match self.judge("vae_decoder", label, measured, &reference, vae_ms) {
+                    match self.judge(Part::VaeDecoder, label, measured, &reference, vae_ms) {
                         Some(_) => choice.vae_decoder = provider,
                         None => drop(pipeline.swap_vae(previous)),
                     }
@@ -307,7 +323,7 @@ impl<'a> Search<'a> {
         let upscaler = pipeline.upscaler_mut().expect("checked by the caller");
         let (reference, reference_ms) = time_upscale(upscaler, decoded, tilings[0])?;
         self.record(
-            "upscaler",
+            Part::Upscaler,
             &upscale_label(ExecutionProvider::Cpu, tilings[0]),
             Some(reference_ms),
             Some(0.0),
@@ -322,12 +338,12 @@ impl<'a> Search<'a> {
             let mut own: Option<Upscaler> = None;
             if provider != ExecutionProvider::Cpu {
                 let label = upscale_label(provider, tilings[0]);
-                let Some(runtime) = self.candidate_runtime("upscaler", &label, Part::Upscaler, provider) else {
+                let Some(runtime) = self.candidate_runtime(Part::Upscaler, &label, provider) else {
                     continue;
                 };
                 let path = self.model.upscaler().expect("the pipeline has an upscaler");
                 let loaded = Upscaler::load(&runtime, &path);
-                let Some(upscaler) = self.loaded("upscaler", &label, loaded) else { continue };
+                let Some(upscaler) = self.loaded(Part::Upscaler, &label, loaded) else { continue };
                 own = Some(upscaler);
             }
             for &tiling in &tilings {
@@ -335,7 +351,7 @@ impl<'a> Search<'a> {
                     continue;
                 }
                 let label = upscale_label(provider, tiling);
-                if self.over_budget("upscaler", &label) {
+                if self.over_budget(Part::Upscaler, &label) {
                     continue;
                 }
                 let upscaler = match own.as_mut() {
@@ -343,7 +359,7 @@ impl<'a> Search<'a> {
                     None => pipeline.upscaler_mut().expect("checked by the caller"),
                 };
                 let measured = time_upscale(upscaler, decoded, tiling);
-                if let Some(ms) = self.judge("upscaler", &label, measured, &reference, best) {
+                if let Some(ms) = self.judge(Part::Upscaler, &label, measured, &reference, best) {
                     best = ms;
                     (choice.upscaler, choice.upscale_tile) = (provider, tiling.tile);
                     if let Some(chosen) = own.take() {
@@ -393,24 +409,18 @@ impl<'a> Search<'a> {
     }
 
     /// The runtime of a candidate with `part` on `provider`; `None` (recorded) when over budget.
-    fn candidate_runtime(
-        &mut self,
-        part: &str,
-        label: &str,
-        which: Part,
-        provider: ExecutionProvider,
-    ) -> Option<Runtime> {
+    fn candidate_runtime(&mut self, part: Part, label: &str, provider: ExecutionProvider) -> Option<Runtime> {
         if self.over_budget(part, label) {
             return None;
         }
-        let providers = Providers::all(ExecutionProvider::Cpu).with(which, provider);
+        let providers = Providers::all(ExecutionProvider::Cpu).with(part, provider);
         let runtime = self.runtime.with_providers(providers);
         self.loaded(part, label, runtime)
     }
 
     /// The loaded thing, or `None` with the failure recorded: a candidate that cannot load is
     /// not chosen, and the worker still starts on what can.
-    fn loaded<T>(&mut self, part: &str, label: &str, loaded: Result<T>) -> Option<T> {
+    fn loaded<T>(&mut self, part: Part, label: &str, loaded: Result<T>) -> Option<T> {
         match loaded {
             Ok(value) => Some(value),
             Err(e) => {
@@ -420,7 +430,7 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn over_budget(&mut self, part: &str, label: &str) -> bool {
+    fn over_budget(&mut self, part: Part, label: &str) -> bool {
         let over = self.started.elapsed() > self.options.budget;
         if over {
             self.record(part, label, None, None, Verdict::Skipped);
@@ -431,7 +441,7 @@ impl<'a> Search<'a> {
     /// Records a measured candidate and returns its time when it should replace the best so far.
     fn judge(
         &mut self,
-        part: &str,
+        part: Part,
         label: &str,
         measured: Result<(Array3<f32>, f64)>,
         reference: &Array3<f32>,
@@ -451,8 +461,8 @@ impl<'a> Search<'a> {
         chosen.then_some(ms)
     }
 
-    fn record(&mut self, part: &str, candidate: &str, ms: Option<f64>, levels: Option<f32>, verdict: Verdict) {
-        self.trials.push(Trial { part: part.to_owned(), candidate: candidate.to_owned(), ms, levels, verdict });
+    fn record(&mut self, part: Part, candidate: &str, ms: Option<f64>, levels: Option<f32>, verdict: Verdict) {
+        self.trials.push(Trial { part: part.name().to_owned(), candidate: candidate.to_owned(), ms, levels, verdict });
     }
 }
 
