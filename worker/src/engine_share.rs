@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use rapid_fleet::storage::{ObjectStore, StorageError};
+use rapid_fleet::storage::{LocalStore, ObjectStore, StorageError};
 
 /// Where shared engines live in the bucket.
 const PREFIX: &str = "tensorrt-engines";
@@ -46,17 +46,16 @@ pub async fn push(store: &ObjectStore, cache: &Path, gpu: &str) -> Result<Moved,
     let remote: HashMap<String, u64> =
         store.list(&format!("{PREFIX}/{gpu}/")).await?.into_iter().map(|object| (object.key, object.size)).collect();
     let mut moved = Moved::default();
-    let local = files_under(&cache.join(gpu))
-        .map_err(|source| StorageError::Local { path: cache.join(gpu).display().to_string(), source })?;
-    for (path, size) in local {
-        let relative = path.strip_prefix(cache).expect("listed under the cache").to_string_lossy().replace('\\', "/");
-        let key = format!("{PREFIX}/{relative}");
-        if remote.get(&key) == Some(&size) {
+    // The cache is laid out as the bucket is, so the local store lists it (unfinished writes left out).
+    let local = ObjectStore::Local(LocalStore::new(cache)).list(&format!("{gpu}/")).await?;
+    for file in local {
+        let key = format!("{PREFIX}/{}", file.key);
+        if remote.get(&key) == Some(&file.size) {
             continue;
         }
-        store.put_file(&key, &path).await?;
+        store.put_file(&key, &cache.join(&file.key)).await?;
         moved.files += 1;
-        moved.bytes += size;
+        moved.bytes += file.size;
     }
     Ok(moved)
 }
@@ -65,26 +64,6 @@ pub async fn push(store: &ObjectStore, cache: &Path, gpu: &str) -> Result<Moved,
 fn local_path(cache: &Path, key: &str) -> Option<PathBuf> {
     let relative = Path::new(key.strip_prefix(&format!("{PREFIX}/"))?);
     relative.components().all(|c| matches!(c, Component::Normal(_))).then(|| cache.join(relative))
-}
-
-/// Every complete file under `dir` (temporary files of an unfinished write left out), with its size.
-fn files_under(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
-    let mut found = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            found.extend(files_under(&entry.path())?);
-        } else if !entry.file_name().to_string_lossy().starts_with(".tmp") {
-            found.push((entry.path(), entry.metadata()?.len()));
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 #[cfg(test)]

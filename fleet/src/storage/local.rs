@@ -22,49 +22,30 @@ impl LocalStore {
     pub(super) async fn put(&self, object: Object<'_>) -> Result<(), StorageError> {
         let path = self.path_of(object.key);
         let bytes = object.bytes.to_vec();
-        let error = |source| StorageError::Local { path: path.display().to_string(), source };
         let target = path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
-            .await
-            .map_err(|e| error(std::io::Error::other(e)))?
-            .map_err(error)
+        blocking(&path, move || write_atomically(&target, bytes.as_slice())).await
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
-        let root = self.root.clone();
-        let prefix = prefix.to_owned();
-        let error = |source| StorageError::Local { path: root.display().to_string(), source };
-        tokio::task::spawn_blocking({
-            let root = root.clone();
-            move || {
-                let mut listed = Vec::new();
-                walk(&root, &root, &prefix, &mut listed)?;
-                listed.sort_by(|a: &Listed, b| a.key.cmp(&b.key));
-                Ok(listed)
-            }
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        blocking(&self.root, move || {
+            let mut listed = Vec::new();
+            walk(&root, &root, &prefix, &mut listed)?;
+            listed.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(listed)
         })
         .await
-        .map_err(|e| error(std::io::Error::other(e)))?
-        .map_err(error)
     }
 
     pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
         let target = self.path_of(key);
-        let error = |source| StorageError::Local { path: target.display().to_string(), source };
         let (from, to) = (path.to_path_buf(), target.clone());
-        tokio::task::spawn_blocking(move || copy_atomically(&from, &to))
-            .await
-            .map_err(|e| error(std::io::Error::other(e)))?
-            .map_err(error)
+        blocking(&target, move || write_atomically(&to, std::fs::File::open(from)?)).await
     }
 
     pub(super) async fn get_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
-        let error = |source| StorageError::Local { path: path.display().to_string(), source };
         let (from, to) = (self.path_of(key), path.to_path_buf());
-        tokio::task::spawn_blocking(move || copy_atomically(&from, &to))
-            .await
-            .map_err(|e| error(std::io::Error::other(e)))?
-            .map_err(error)
+        blocking(path, move || write_atomically(&to, std::fs::File::open(from)?)).await
     }
 
     pub(super) fn file_url(&self, key: &str) -> String {
@@ -74,11 +55,21 @@ impl LocalStore {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// File I/O off the async runtime; a failure names `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    let error = |source| StorageError::Local { path: path.display().to_string(), source };
+    tokio::task::spawn_blocking(work).await.map_err(|e| error(std::io::Error::other(e)))?.map_err(error)
+}
+
+/// Writes `content` to a temporary file beside `path` and renames it into place.
+fn write_atomically(path: &Path, mut content: impl std::io::Read) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut staged = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut staged, bytes)?;
+    std::io::copy(&mut content, &mut staged)?;
     staged.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -96,21 +87,12 @@ fn walk(root: &Path, dir: &Path, prefix: &str, listed: &mut Vec<Listed>) -> std:
         let key = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
         if entry.file_type()?.is_dir() {
             // Only folders that can hold a matching key are entered.
-            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.is_empty() {
+            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
                 walk(root, &path, prefix, listed)?;
             }
         } else if key.starts_with(prefix) && !entry.file_name().to_string_lossy().starts_with(".tmp") {
             listed.push(Listed { key, size: entry.metadata()?.len() });
         }
     }
-    Ok(())
-}
-
-fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut staged = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::copy(&mut std::fs::File::open(from)?, &mut staged)?;
-    staged.persist(to).map_err(|e| e.error)?;
     Ok(())
 }
