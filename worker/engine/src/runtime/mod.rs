@@ -161,7 +161,7 @@ impl Runtime {
 
     /// Whether the loaded library has `provider` (CPU always; the others with their wheel's library).
     pub fn has_provider(&self, provider: ExecutionProvider) -> bool {
-        let wanted = Providers::all(provider).library_flavour().unwrap_or("none");
+        let wanted = provider.library_flavour();
         wanted == "cpu" || wanted == self.flavour
     }
 

@@ -35,7 +35,7 @@ impl ExecutionProvider {
 
     /// The wheel whose library this provider needs: CUDA and TensorRT ship only in `onnxruntime-gpu`,
     /// OpenVINO only in `onnxruntime-openvino`.
-    fn library_flavour(self) -> &'static str {
+    pub(super) fn library_flavour(self) -> &'static str {
         match self {
             Self::Cpu => "cpu",
             Self::Cuda | Self::TensorRt => "gpu",
