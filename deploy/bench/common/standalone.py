@@ -69,8 +69,16 @@ def run_request(port: int, body: dict, poll_s: float = 1.0):
     return view, events
 
 
-def backlog_seconds(events) -> float:
-    """From the first job's start to the last job's success: the rate's denominator."""
+def backlog(scheduler: Path, config_path: Path, port: int, log_path: Path, body: dict, label: str,
+            poll_s: float = 1.0, start_timeout_s: float = 300):
+    """One fleet, one request of a backlog run to success (or exit naming `label`): the request's
+    view, its jobs' `succeeded` events, and the seconds from the first job's start to the last
+    job's success, the rate's denominator."""
+    with fleet(scheduler, config_path, port, log_path, start_timeout_s):
+        view, events = run_request(port, body, poll_s)
+    if view["status"] != "succeeded":
+        sys.exit(f"{label}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
+    succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
     started = min(e["at_ms"] for e in events if e["kind"]["type"] == "started")
-    finished = max(e["at_ms"] for e in events if e["kind"]["type"] == "succeeded")
-    return (finished - started) / 1e3
+    seconds = (max(e["at_ms"] for e in succeeded) - started) / 1e3
+    return view, succeeded, seconds

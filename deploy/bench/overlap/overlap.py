@@ -85,12 +85,8 @@ def run_backlog(args, threads: int, overlap: int, work: Path) -> dict:
     config_path.write_text(config(args, work / f"out-{name}", port, threads, overlap))
     body = {"prompts": [PROMPT], "images_per_prompt": args.jobs, "steps": args.steps, "seed": 1,
             "sampler": "euler", "upscale": True, "format": "png"}
-    with standalone.fleet(args.scheduler, config_path, port, work / f"{name}.log", start_timeout_s=900):
-        view, events = standalone.run_request(port, body, poll_s=0.5)
-    if view["status"] != "succeeded":
-        sys.exit(f"{name}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
-    succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
-    seconds = standalone.backlog_seconds(events)
+    _, succeeded, seconds = standalone.backlog(args.scheduler, config_path, port, work / f"{name}.log", body, name,
+                                               poll_s=0.5, start_timeout_s=900)
     timings = [dict(e["timings_ms"]) for e in succeeded]
     return {
         "threads": threads,

@@ -98,12 +98,8 @@ def run_backlog(jobs: int, steps: int, max_batch: int, providers: str, work: Pat
     per_prompt = jobs // len(PROMPTS)
     body = {"prompts": PROMPTS, "images_per_prompt": per_prompt, "steps": steps, "seed": 1,
             "sampler": "pndm", "upscale": True}
-    with standalone.fleet(SCHEDULER, config_path, port, work / f"{name}.log"):
-        view, events = standalone.run_request(port, body, poll_s=2)
-    if view["status"] != "succeeded":
-        sys.exit(f"max_batch {max_batch}: the request ended {view['status']}: {json.dumps(view)[:2000]}")
-    succeeded = [e for e in events if e["kind"]["type"] == "succeeded"]
-    seconds = standalone.backlog_seconds(events)
+    view, succeeded, seconds = standalone.backlog(SCHEDULER, config_path, port, work / f"{name}.log", body,
+                                                  f"max_batch {max_batch}", poll_s=2)
     timings = [dict(e["timings_ms"]) for e in succeeded]
     return {
         "providers": providers,
