@@ -43,19 +43,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         tracing::info!(%listen, "serving /livez, /readyz and /metrics");
         tokio.spawn(health::serve(listener, Arc::clone(&metrics)));
     }
-    // Engines other replicas of this GPU kind built come first, so that loading finds them.
-    let shared = match file.worker.tensorrt.shared_cache()? {
-        Some(cache) => {
-            let store = tokio.block_on(S3Store::connect(&file.s3)).map(ObjectStore::S3)?;
-            share_engines(&tokio, &store, cache, Direction::Pull).map(|gpu| (store, cache, gpu))
-        }
+    // Engines other replicas of this GPU kind built come first, so that loading finds them. The
+    // store connected for that is the one the consumer uploads images to.
+    let shared_cache = file.worker.tensorrt.shared_cache()?;
+    let early_store = match shared_cache {
+        Some(_) => Some(tokio.block_on(S3Store::connect(&file.s3)).map(ObjectStore::S3)?),
         None => None,
+    };
+    let has_gpu = match (shared_cache, &early_store) {
+        (Some(cache), Some(store)) => share_engines(&tokio, store, cache, Direction::Pull),
+        _ => false,
     };
     // Models load (and warm up) before the first connection: a broken model directory stops the
     // worker here, and the broker sees no consumer until the first job can run at full speed.
     let engines = Engines::start(&runtime, &file.worker)?;
     tracing::info!(models = ?engines.models().collect::<Vec<_>>(), providers = %options.providers, "models ready");
-    if let Some((store, cache, _)) = &shared {
+    if let (true, Some(cache), Some(store)) = (has_gpu, shared_cache, &early_store) {
         share_engines(&tokio, store, cache, Direction::Push);
     }
 
@@ -63,7 +66,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         let queue = Queue::Amqp(AmqpQueue::connect(&file.amqp).await?);
         let ttl = Duration::from_secs(file.redis.finished_ttl_secs);
         let state = StateStore::Redis(RedisState::connect(&file.redis.url, &file.redis.key_prefix, ttl).await?);
-        let store = ObjectStore::S3(S3Store::connect(&file.s3).await?);
+        let store = match early_store {
+            Some(store) => store,
+            None => ObjectStore::S3(S3Store::connect(&file.s3).await?),
+        };
         let consumer = JobConsumer {
             queue,
             state,
@@ -96,18 +102,18 @@ enum Direction {
     Push,
 }
 
-/// Pulls or pushes this GPU kind's TensorRT engines; returns the GPU kind, or `None` (logged)
-/// where there is none to share for. A store that fails costs a warning: the worker builds what
-/// it lacks, as it would without sharing.
+/// Pulls or pushes this GPU kind's TensorRT engines; `false` (logged) where there is no GPU kind
+/// to share for. A store that fails costs a warning: the worker builds what it lacks, as it would
+/// without sharing.
 fn share_engines(
     tokio: &tokio::runtime::Runtime,
     store: &ObjectStore,
     cache: &std::path::Path,
     direction: Direction,
-) -> Option<String> {
+) -> bool {
     let Some(target) = BuildTarget::of_this_machine() else {
         tracing::warn!("tensorrt.share_engines: no NVIDIA GPU or TensorRT library found; nothing to share");
-        return None;
+        return false;
     };
     let gpu = target.gpu_slug();
     let (what, moved) = match direction {
@@ -120,5 +126,5 @@ fn share_engines(
             tracing::warn!(gpu = %gpu, %error, "TensorRT engines could not be {what}; building what is missing")
         }
     }
-    Some(gpu)
+    true
 }
