@@ -9,6 +9,7 @@ pooled features against the held-out real images, per domain. Rows:
 
 - held-out real images themselves (the judge's own accuracy, and the FID floor: one half of the
   held-out images against the other);
+- held-out images through the shipped VAE (the ceiling the decoder leaves any U-Net);
 - the same architecture with random weights (what the bundled models were before);
 - the trained model at the shipped defaults, in each language, with and without the knowledge
   entities, at guidance 1 / 4 / 7.5;
@@ -88,9 +89,10 @@ class Judge:
         self.records = records
         self.truth = classifier.labels(records)
         self.fashion = self.truth[:, 1] != classifier.IGNORE
-        held_images, held_records = data.split("heldout")
-        predicted, self.real_features = classifier.predict(self.net, held_images)
-        self.real_accuracy = classifier.accuracy(predicted, classifier.labels(held_records))
+        self.held_images, held_records = data.split("heldout")
+        self.held_truth = classifier.labels(held_records)
+        predicted, self.real_features = classifier.predict(self.net, self.held_images)
+        self.real_accuracy = classifier.accuracy(predicted, self.held_truth)
         self.real_fashion = torch.tensor([r["kind"] == "fashion" for r in held_records])
 
     def score(self, images: np.ndarray) -> dict:
@@ -100,12 +102,32 @@ class Judge:
         scores["fid_dish"] = round(fid(features[~self.fashion], self.real_features[~self.real_fashion]), 2)
         return scores
 
+    def through_vae(self, vae) -> dict:
+        """The held-out images encoded and decoded by the shipped VAE, against the images themselves:
+        what the decoder lets a perfect U-Net score."""
+        predicted, features = classifier.predict(self.net, reconstruct(vae, self.held_images))
+        scores = classifier.accuracy(predicted, self.held_truth)
+        f, fashion = self.real_features, self.real_fashion
+        scores["fid_fashion"] = round(fid(features[fashion], f[fashion]), 2)
+        scores["fid_dish"] = round(fid(features[~fashion], f[~fashion]), 2)
+        return scores
+
     def real_floor(self) -> dict:
         """FID of one half of the held-out images against the other: the floor a model can reach."""
         half = torch.arange(len(self.real_features)) % 2 == 0
         f, fashion = self.real_features, self.real_fashion
         return {"fid_fashion": round(fid(f[half & fashion], f[~half & fashion]), 2),
                 "fid_dish": round(fid(f[half & ~fashion], f[~half & ~fashion]), 2)}
+
+
+@torch.no_grad()
+def reconstruct(vae, images: np.ndarray) -> np.ndarray:
+    """uint8 images through the VAE's posterior mode and back, as uint8."""
+    out = []
+    for start in range(0, len(images), 256):
+        decoded = vae.decode(vae.encode(data.to_tensor_range(images[start : start + 256])).latent_dist.mode()).sample
+        out.append(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
 
 
 def generate(model, records, language, *, sampler, steps, guidance, knowledge=True, batch=128) -> np.ndarray:
@@ -176,6 +198,7 @@ def main() -> None:
         print(f"{name}: {scores}", file=sys.stderr)
 
     rows.append({"name": "held-out real images", **judge.real_accuracy, **judge.real_floor()})
+    rows.append({"name": "held-out images through the VAE", **judge.through_vae(trained.vae)})
     sweep = []
     for sampler in pipeline.SAMPLERS:
         for steps in STEP_COUNTS:
@@ -193,7 +216,7 @@ def main() -> None:
     timing = None if args.skip_worker else worker_timing(defaults)
     results = {"defaults": defaults, "targets_percent": TARGETS, "prompts": len(records), "rows": rows,
                "judge": stage_meta("classifier"), "training": {s: _stage_timing(s) for s in
-               ("vae", "esrgan", "text_encoder", "unet", "classifier")}, "worker_one_image": timing,
+               ("vae", "vae_decoder", "esrgan", "text_encoder", "unet", "classifier")}, "worker_one_image": timing,
                "machine": machine()}
     (TRAINING_DIR / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (TRAINING_DIR / "RESULTS.md").write_text(report.render(results))

@@ -56,7 +56,9 @@ def render(results: dict) -> str:
         if row["name"].startswith(("held-out", "random")):
             lines.append(f"| {row['name']} | " + " | ".join(_cell(row.get(h)) for h in HEADS) + " |")
     lines += ["", "The held-out row scores the real images (the judge's own accuracy) and its FIDs are one half of",
-              "the held-out images against the other: the floor a model can reach.", "",
+              "the held-out images against the other: the floor a model can reach. The VAE row scores the same",
+              "images encoded and decoded (FIDs against the images themselves): the ceiling the decoder leaves a",
+              "U-Net, since every generated picture goes through it.", "",
               "## Samplers and steps (guidance 7.5, knowledge on, prompts alternating English and Chinese)", "",
               "| sampler | steps | item % | colour % | pattern % | dish % | FID fashion | FID dishes | seconds |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
