@@ -21,7 +21,7 @@ from diffusers import (
 )
 from transformers import BertTokenizer
 
-from . import text, train_unet
+from . import text, train_decoder, train_unet
 from .checkpoint import load_weights, stage_meta
 
 # The worker's sampler names (`--sampler`) and the diffusers classes they reproduce.
@@ -61,7 +61,7 @@ def load(random_weights: bool = False) -> Model:
     if not random_weights:
         load_weights("text_encoder", encoder, config)
         load_weights("unet", unet, config)
-    vae = train_unet.load_vae()
+    vae = train_decoder.load()
     # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
     # value diffusers' pipeline reads but not the one save_config writes.
     vae.register_to_config(scaling_factor=stage_meta("vae")["scaling_factor"])
