@@ -1,4 +1,5 @@
-"""Run with: .venv-fixtures/bin/python -m rapid_training.train_decoder [--minutes 30] (from training/).
+"""Run with: .venv-fixtures/bin/python -m rapid_training.train_decoder [--minutes 25] (from training/;
+`make -C training vae_decoder`).
 
 Stage 1b: the VAE's decoder fine-tuned on its own, with the encoder frozen, as Stable Diffusion's
 `ft-EMA`/`ft-MSE` decoders were. The latents keep their meaning, so the U-Net (trained on the
@@ -67,7 +68,7 @@ def learning_rate(steps_since_start: int, progress: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=30.0, help="stop after this much training in all")
+    parser.add_argument("--minutes", type=float, default=25.0, help="stop after this much training in all")
     args = parser.parse_args()
     threads = set_threads()
     seed_everything(RECIPE["seed"])
