@@ -28,7 +28,7 @@ def main() -> None:
     np.random.seed(0)
     images, _ = data.split("train")
     held_images, held_records = data.split("heldout")
-    frozen = train_decoder.stage_one()
+    frozen = train_vae.load()
     wide = AutoencoderKL(**{**train_vae.CONFIG, "block_out_channels": channels})
     trained = train_decoder.decoder_part(wide)
     print(f"{sum(p.numel() for p in trained.parameters()) / 1e6:.2f} M parameters", flush=True)

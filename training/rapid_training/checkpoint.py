@@ -12,6 +12,7 @@ beside them (`<stage>.json`): small plain files that are committed.
 
 import copy
 import json
+import math
 import os
 import random
 import time
@@ -131,6 +132,16 @@ def load_weights(stage: str, module: torch.nn.Module, config: dict) -> torch.nn.
     except Exception as error:
         raise StageError(f"{path}: does not fit the `{stage}` architecture ({error}); retrain `{stage}`")
     return module.eval()
+
+
+def learning_rate(recipe: dict, steps_since_start: int, progress: float) -> float:
+    """Warm-up over `recipe["warmup"]` steps after each (re)start (a fresh or reloaded optimizer), then
+    constant, then a cosine down to `final_lr_ratio` over the budget's last `1 - decay_from`
+    (`progress` is seconds / budget)."""
+    warm = min(1.0, (steps_since_start + 1) / recipe["warmup"])
+    tail = min(1.0, max(0.0, (progress - recipe["decay_from"]) / (1.0 - recipe["decay_from"])))
+    floor = recipe["final_lr_ratio"]
+    return recipe["lr"] * warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * tail)))
 
 
 def stage_meta(stage: str) -> dict:

@@ -28,7 +28,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from . import data, train_vae
-from .checkpoint import Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads
+from .checkpoint import Ema, Run, StageError, learning_rate, load_weights, save_weights, seed_everything, set_threads
 
 STAGE = "vae_decoder"
 RECIPE = dict(batch=32, lr=2e-4, warmup=100, decay_from=0.6, final_lr_ratio=0.1, ema=0.999, colour_weight=4.0,
@@ -44,26 +44,15 @@ def decoder_part(vae: AutoencoderKL) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv})
 
 
-def stage_one() -> AutoencoderKL:
-    return load_weights("vae", train_vae.build(), {"model": train_vae.CONFIG, "recipe": train_vae.RECIPE})
-
-
 def load() -> AutoencoderKL:
     """The shipped VAE: stage 1's encoder with this stage's decoder."""
-    vae = stage_one()
+    vae = train_vae.load()
     load_weights(STAGE, decoder_part(vae), config())
     return vae.eval()
 
 
 def edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
-def learning_rate(steps_since_start: int, progress: float) -> float:
-    warm = min(1.0, (steps_since_start + 1) / RECIPE["warmup"])
-    tail = min(1.0, max(0.0, (progress - RECIPE["decay_from"]) / (1.0 - RECIPE["decay_from"])))
-    floor = RECIPE["final_lr_ratio"]
-    return RECIPE["lr"] * warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * tail)))
 
 
 def main() -> None:
@@ -75,7 +64,7 @@ def main() -> None:
 
     images, _ = data.split("train")
     held_images, held_records = data.split("heldout")
-    vae = stage_one()
+    vae = train_vae.load()
     before = train_vae.evaluate(vae, held_images, held_records)
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
@@ -107,7 +96,7 @@ def main() -> None:
         edge = sum(F.l1_loss(r, t) for r, t in zip(edges(recon), edges(x)))
         loss = reconstruction + RECIPE["colour_weight"] * colour + RECIPE["edge_weight"] * edge
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - first_step, seconds / budget)
+            group["lr"] = learning_rate(RECIPE, step - first_step, seconds / budget)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

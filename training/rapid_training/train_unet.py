@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from . import captions, data, text, train_vae
 from .checkpoint import (
-    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads,
-    stage_meta,
+    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, learning_rate, load_weights, save_weights,
+    seed_everything, set_threads, stage_meta,
 )
 
 UNET_CONFIG = dict(
@@ -61,10 +61,6 @@ def build_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
-def load_vae():
-    return load_weights("vae", train_vae.build(), {"model": train_vae.CONFIG, "recipe": train_vae.RECIPE})
-
-
 @torch.no_grad()
 def encode_latents(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE posterior's mean and std of every image of `split`, cached per VAE weights."""
@@ -75,7 +71,7 @@ def encode_latents(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         cached = torch.load(path)
         return cached["mean"], cached["std"]
     images, _ = data.split(split)
-    vae = load_vae()
+    vae = train_vae.load()
     means, stds = [], []
     for start in tqdm(range(0, len(images), 256), desc=f"encoding {split}", unit="batch"):
         dist = vae.encode(data.to_tensor_range(images[start : start + 256])).latent_dist
@@ -105,15 +101,6 @@ class Conditioning:
             if knows:
                 vectors[row] = text.entity_vectors([encoding], [prompt], self.knowledge, self.dim)[0]
         return ids, vectors
-
-
-def learning_rate(steps_since_start: int, progress: float) -> float:
-    """Warm-up after each (re)start (a fresh or reloaded optimizer), then constant, then a cosine down
-    to `final_lr_ratio` over the budget's last `1 - decay_from` (`progress` is seconds / budget)."""
-    warm = min(1.0, (steps_since_start + 1) / RECIPE["warmup"])
-    tail = min(1.0, max(0.0, (progress - RECIPE["decay_from"]) / (1.0 - RECIPE["decay_from"])))
-    floor = RECIPE["final_lr_ratio"]
-    return RECIPE["lr"] * warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * tail)))
 
 
 class BatchSampler:
@@ -204,7 +191,7 @@ def main() -> None:
         weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
         loss = (per_sample * weights).mean()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - first_step, seconds / budget)
+            group["lr"] = learning_rate(RECIPE, step - first_step, seconds / budget)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

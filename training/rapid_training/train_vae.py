@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from . import data
-from .checkpoint import Ema, Run, StageError, save_weights, seed_everything, set_threads
+from .checkpoint import Ema, Run, StageError, load_weights, save_weights, seed_everything, set_threads
 
 CONFIG = dict(
     in_channels=3,
@@ -51,6 +51,11 @@ RECIPE = dict(batch=32, ema=0.999, bf16=True, seed=0, phases=PHASES)
 
 def build() -> AutoencoderKL:
     return AutoencoderKL(**CONFIG)
+
+
+def load() -> AutoencoderKL:
+    """This stage's committed VAE (encoder and its own decoder)."""
+    return load_weights("vae", build(), {"model": CONFIG, "recipe": RECIPE})
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
