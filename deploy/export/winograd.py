@@ -10,7 +10,9 @@ group 1) whose weight and bias are stored initializers, and its feature map is a
 or `--latent`). Below that the kernel's products are too thin to gain: on the Table 6 U-Net the
 4×4 and 8×8 levels have 1280 channels and 2–8 tiles per image, and reading the 4× larger
 transformed weights costs more than the arithmetic saved (measured in `deploy/bench/speed/NOTES.md`).
-The node keeps its inputs and output; only its type changes, so the weights are stored as before.
+The node keeps its inputs and output; only its type changes, so the weights are stored as before,
+except weights an export stored in fp16 behind a `Cast` (training/rapid_training/export.py): the
+kernel wants constant initializers, so the copy stores those as the float32 values they stand for.
 The feature-map sizes come from one run of the original graph with ONNX Runtime, with the
 candidates' inputs as extra outputs.
 
@@ -25,12 +27,31 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from fuse_attention import attribute, link_other_parts, run, sample_inputs, save
 
 DOMAIN, OP_TYPE = "ai.rapid", "WinogradConv"
+
+
+def widen_half_weights(model: onnx.ModelProto) -> int:
+    """Replaces each `Cast(fp16 initializer) → float32` by the float32 initializer it computes (the same
+    values: fp16 widens exactly); returns how many."""
+    graph = model.graph
+    half = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    casts = [n for n in graph.node
+             if n.op_type == "Cast" and n.input[0] in half and attribute(n, "to") == onnx.TensorProto.FLOAT]
+    for node in casts:
+        values = numpy_helper.to_array(half[node.input[0]]).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(values, node.output[0]))
+        graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for name, initializer in half.items():
+        if name not in read:
+            graph.initializer.remove(initializer)
+    return len(casts)
 
 
 def candidates(model: onnx.ModelProto) -> list:
@@ -66,6 +87,7 @@ def main() -> None:
         raise SystemExit(f"{source} does not exist: --model must be a model directory with unet/model.onnx")
     external = (args.model / "unet" / "model.onnx_data").exists()
     model = onnx.load(str(source))
+    widen_half_weights(model)
     convs = candidates(model)
     if not convs:
         raise SystemExit(f"{source}: no 3×3, stride-1, pad-1 convolution with stored weights to rewrite")

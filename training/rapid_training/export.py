@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper, numpy_helper
 import torch
 
 from . import esrgan, pipeline, text
@@ -26,6 +27,8 @@ from .checkpoint import TRAINING_DIR, StageError, load_weights, stage_meta
 
 OPSET = 17
 ONNX_TOLERANCE = 1e-4
+# Smaller tensors (biases, norms) stay float32: a Cast node each would cost more than it saves.
+HALF_MIN_ELEMENTS = 1024
 DEFAULT_OUT = TRAINING_DIR.parent / "models" / "rapid-mini"
 
 
@@ -61,14 +64,46 @@ class VaeDecoderExport(torch.nn.Module):
         return self.vae.decode(latent_sample, return_dict=False)[0]
 
 
-def export(module: torch.nn.Module, feeds: dict[str, np.ndarray], outputs: list[str], dynamic: dict, path: Path) -> float:
-    """Exports `module`, checks it with ONNX Runtime against PyTorch and returns the max abs difference."""
+def store_half_exact_weights(path: Path) -> int:
+    """Rewrites the ONNX file at `path` so that every float32 weight whose values fp16 holds exactly is
+    stored as fp16 behind a `Cast` back to float32; returns how many were. Compute stays float32 (ONNX
+    Runtime folds the casts when it loads the graph), so the graph computes exactly what it did: only
+    the file halves. `pipeline.load` rounds the U-Net's weights to fp16 for the same reason, which is
+    what makes them exact here; constants that are not (e.g. the timestep frequencies) stay float32."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, kept, count = [], [], 0
+    for initializer in graph.initializer:
+        values = numpy_helper.to_array(initializer)
+        half = values.astype(np.float16)
+        if values.dtype != np.float32 or values.size < HALF_MIN_ELEMENTS or not np.array_equal(half.astype(np.float32), values):
+            kept.append(initializer)
+            continue
+        stored = numpy_helper.from_array(half, f"{initializer.name}.fp16")
+        kept.append(stored)
+        casts.append(helper.make_node("Cast", [stored.name], [initializer.name], to=onnx.TensorProto.FLOAT))
+        count += 1
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    return count
+
+
+def export(module: torch.nn.Module, feeds: dict[str, np.ndarray], outputs: list[str], dynamic: dict, path: Path,
+           half_weights: bool = False) -> float:
+    """Exports `module` (with `half_weights`, its fp16-exact weights stored as fp16), checks it with
+    ONNX Runtime against PyTorch and returns the max abs difference."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     with torch.no_grad():
         torch.onnx.export(module, args, str(path), input_names=list(feeds), output_names=outputs,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        if half_weights and store_half_exact_weights(path) == 0:
+            raise StageError(f"{path.name}: no weight is exact in fp16; was the module rounded (pipeline.load)?")
         expected = module(*args).numpy()
     module.eval()  # torch.onnx.export restores the training flag it found; keep eval for what follows
     onnx.checker.check_model(onnx.load(str(path)))
@@ -118,7 +153,7 @@ def build(out: Path) -> dict:
         ["out_sample"],
         {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
          "encoder_hidden_states": {0: "batch", 1: "sequence"}, "out_sample": {0: "batch", 2: "height", 3: "width"}},
-        out / "unet" / "model.onnx",
+        out / "unet" / "model.onnx", half_weights=True,
     )
     model.unet.save_config(str(out / "unet"))
 

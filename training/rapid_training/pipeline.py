@@ -50,6 +50,14 @@ class Model:
     vae: torch.nn.Module
 
 
+@torch.no_grad()
+def round_to_half(module: torch.nn.Module) -> None:
+    """The export stores the U-Net's weights in fp16 (half the file; compute stays float32), so the
+    reference and the evaluation compute with the same rounded weights the worker loads."""
+    for parameter in module.parameters():
+        parameter.copy_(parameter.half().float())
+
+
 def load(random_weights: bool = False) -> Model:
     """The committed model; with `random_weights`, the same architecture untrained (the baseline)."""
     tokenizer = text.Tokenizer()
@@ -61,6 +69,7 @@ def load(random_weights: bool = False) -> Model:
     if not random_weights:
         load_weights("text_encoder", encoder, config)
         load_weights("unet", unet, config)
+        round_to_half(unet)
     vae = train_decoder.load()
     # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
     # value diffusers' pipeline reads but not the one save_config writes.
