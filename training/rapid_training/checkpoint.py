@@ -51,11 +51,13 @@ class Ema:
 class Run:
     """One stage's checkpoint folder, loss log and progress clock."""
 
-    def __init__(self, stage: str, config: dict, every_seconds: float = 300.0):
-        """`config["model"]` is the architecture a checkpoint must match; the rest (the recipe) may
-        change between runs, which is how a later phase fine-tunes what an earlier one trained."""
+    def __init__(self, stage: str, config: dict, every_seconds: float = 300.0, must_match: tuple[str, ...] = ("model",)):
+        """The entries of `config` named in `must_match` (the architecture; for the U-Net also the VAE
+        whose latents it learns) are what a checkpoint must match; the rest (the recipe) may change
+        between runs, which is how a later phase fine-tunes what an earlier one trained."""
         self.stage = stage
         self.config = config
+        self.must_match = must_match
         self.dir = RUNS_DIR / stage
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.dir / "last.pt"
@@ -70,11 +72,8 @@ class Run:
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         except Exception as error:  # a truncated or foreign file: say which and how to start over
             raise StageError(f"{self.checkpoint}: cannot load ({error}); delete it to start this stage over")
-        if state.get("config", {}).get("model") != self.config["model"]:
-            raise StageError(
-                f"{self.checkpoint}: was written for another architecture "
-                f"({state.get('config', {}).get('model')} ≠ {self.config['model']}); delete it to start this stage over"
-            )
+        if mismatch := differing(state.get("config", {}), self.config, self.must_match):
+            raise StageError(f"{self.checkpoint}: was written for another {mismatch}; delete it to start this stage over")
         for name, module in modules.items():
             module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
@@ -105,7 +104,6 @@ class Run:
             file.write(json.dumps(entry) + "\n")
 
 
-
 def save_weights(stage: str, module: torch.nn.Module, config: dict, meta: dict) -> Path:
     """Writes the committed weights of a finished stage (atomically, weights then config)."""
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -118,15 +116,24 @@ def save_weights(stage: str, module: torch.nn.Module, config: dict, meta: dict) 
     return path
 
 
-def load_weights(stage: str, module: torch.nn.Module, config: dict) -> torch.nn.Module:
-    """Loads a finished stage's committed weights into `module`, refusing another architecture."""
+def differing(theirs: dict, ours: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` whose entry differs between two configs, described with both values."""
+    for key in keys:
+        if theirs.get(key) != ours.get(key):
+            return f"{key} ({theirs.get(key)} ≠ {ours.get(key)})"
+    return None
+
+
+def load_weights(stage: str, module: torch.nn.Module, config: dict, must_match: tuple[str, ...] = ("model",)) -> torch.nn.Module:
+    """Loads a finished stage's committed weights into `module`, refusing another architecture (or
+    another entry of `must_match`)."""
     path = WEIGHTS_DIR / f"{stage}.safetensors"
     meta_path = WEIGHTS_DIR / f"{stage}.json"
     if not path.exists() or not meta_path.exists():
         raise StageError(f"{path}: missing; train the `{stage}` stage first (`make -C training {stage}`)")
     meta = json.loads(meta_path.read_text())
-    if meta["config"].get("model") != config.get("model"):
-        raise StageError(f"{meta_path}: describes another architecture than this code builds; retrain `{stage}`")
+    if mismatch := differing(meta["config"], config, must_match):
+        raise StageError(f"{meta_path}: was trained for another {mismatch}; retrain `{stage}`")
     try:
         module.load_state_dict(load_file(path))
     except Exception as error:
@@ -135,7 +142,7 @@ def load_weights(stage: str, module: torch.nn.Module, config: dict) -> torch.nn.
 
 
 def learning_rate(recipe: dict, steps_since_start: int, progress: float) -> float:
-    """Warm-up over `recipe["warmup"]` steps after each (re)start (a fresh or reloaded optimizer), then
+    """Warm-up over `recipe["warmup"]` steps from a fresh optimizer's first step, then
     constant, then a cosine down to `final_lr_ratio` over the budget's last `1 - decay_from`
     (`progress` is seconds / budget)."""
     warm = min(1.0, (steps_since_start + 1) / recipe["warmup"])

@@ -121,7 +121,17 @@ def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def require_finished_unet() -> None:
+    meta = stage_meta("unet")
+    if not meta.get("finished", True):
+        raise StageError(
+            f"weights/unet.json: the U-Net has trained {meta['train_seconds'] / 60:.0f} of its "
+            f"{meta['budget_minutes']:g} minutes (a run ended by --stop-after); run `make -C training unet` to "
+            "finish it before exporting")
+
+
 def build(out: Path) -> dict:
+    require_finished_unet()
     model = pipeline.load()
     rng = np.random.default_rng(0)
     checks = {}

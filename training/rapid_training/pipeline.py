@@ -65,21 +65,16 @@ def load(random_weights: bool = False) -> Model:
     dim = knowledge.vectors.shape[1]
     encoder = text.TextEncoder(tokenizer.vocab_size, dim)
     unet = train_unet.build_unet()
-    config = train_unet_config(tokenizer)
+    config = train_unet.stage_config(tokenizer.vocab_size)
     if not random_weights:
-        load_weights("text_encoder", encoder, config)
-        load_weights("unet", unet, config)
+        load_weights("text_encoder", encoder, config, train_unet.MUST_MATCH)
+        load_weights("unet", unet, config, train_unet.MUST_MATCH)
         round_to_half(unet)
     vae = train_decoder.load()
     # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
     # value diffusers' pipeline reads but not the one save_config writes.
     vae.register_to_config(scaling_factor=stage_meta("vae")["scaling_factor"])
     return Model(tokenizer, knowledge, encoder.eval(), unet.eval(), vae.eval())
-
-
-def train_unet_config(tokenizer: text.Tokenizer) -> dict:
-    return {"model": {"unet": train_unet.UNET_CONFIG, "encoder": text.ENCODER_CONFIG, "vocab": tokenizer.vocab_size},
-            "noise": train_unet.NOISE_SCHEDULE, "recipe": train_unet.RECIPE}
 
 
 @torch.no_grad()

@@ -9,9 +9,12 @@ without them. Starts from the committed VAE (`weights/vae.safetensors`); resumab
 weights of both parts in `weights/`.
 
 On a machine without this stage's checkpoint (a new clone) but with committed U-Net and text-encoder
-weights of the same architecture, training goes on from those weights with a fresh optimizer: the
-committed EMA weights are both the live and the averaged start, and the clock and step count carry on
-from their metadata, so `--minutes` is always the stage's total. The learning rate warms up after every
+weights of the same architecture, trained on the latents of the committed VAE, training goes on from
+those weights with a fresh optimizer: the committed EMA weights are both the live and the averaged
+start, and the clock and step count carry on from their metadata, so `--minutes` is always the
+stage's total. `--stop-after` ends a run early (a session's share of a longer budget) and commits the
+EMA weights so far, marked unfinished; the export refuses them until a later run has spent the budget.
+Weights or a checkpoint made on another VAE's latents are never continued: they mean nothing here. The learning rate warms up after every
 (re)start, holds, then follows a cosine down over the last part of the budget. Dishes are a seventh of
 the records but drawn for `dish_share` of each batch: menu dishes are many classes with few images.
 """
@@ -31,7 +34,7 @@ from tqdm import tqdm
 
 from . import captions, data, text, train_vae
 from .checkpoint import (
-    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, learning_rate, load_weights, save_weights,
+    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, differing, learning_rate, load_weights, save_weights,
     seed_everything, set_threads, stage_meta,
 )
 
@@ -55,18 +58,32 @@ NOISE_SCHEDULE = dict(
 RECIPE = dict(batch=64, lr=4e-4, warmup=300, decay_from=0.6, final_lr_ratio=0.05, ema=0.9995, caption_dropout=0.1,
               knowledge_rate=0.5, min_snr_gamma=5.0, dish_share=0.2, bf16=False, seed=0)
 LATENTS_CACHE = TRAINING_DIR / ".cache" / "latents"
+# What a checkpoint or committed weights must match to be continued or loaded.
+MUST_MATCH = ("model", "latents")
 
 
 def build_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
+def latents_id() -> dict:
+    """Which VAE's latents the U-Net learns: the hash of its committed weights."""
+    path = WEIGHTS_DIR / "vae.safetensors"
+    if not path.exists():
+        raise StageError(f"{path}: missing; train the `vae` stage first (`make -C training vae`)")
+    return {"vae_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
+def stage_config(vocab_size: int) -> dict:
+    """The stage's config as checkpoints and committed weights record it."""
+    return {"model": {"unet": UNET_CONFIG, "encoder": text.ENCODER_CONFIG, "vocab": vocab_size},
+            "latents": latents_id(), "noise": NOISE_SCHEDULE, "recipe": RECIPE}
+
+
 @torch.no_grad()
 def encode_latents(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE posterior's mean and std of every image of `split`, cached per VAE weights."""
-    weights = (TRAINING_DIR / "weights" / "vae.safetensors").read_bytes()
-    key = hashlib.sha256(weights).hexdigest()[:16]
-    path = LATENTS_CACHE / f"{split}-{key}.pt"
+    path = LATENTS_CACHE / f"{split}-{latents_id()['vae_sha256']}.pt"
     if path.exists():
         cached = torch.load(path)
         return cached["mean"], cached["std"]
@@ -119,13 +136,18 @@ class BatchSampler:
 
 def continue_from_committed(modules: dict[str, torch.nn.Module], config: dict) -> tuple[int, float]:
     """Loads the committed EMA weights into the live and averaged modules; returns the (step, seconds)
-    they were trained for, or (0, 0) when nothing is committed yet."""
+    they were trained for, or (0, 0) when nothing usable is committed (none yet, or made for another
+    architecture or on another VAE's latents: then this run starts from scratch and replaces them)."""
     if not all((WEIGHTS_DIR / f"{stage}.safetensors").exists() for stage in ("unet", "text_encoder")):
         return 0, 0.0
-    for stage, live, averaged in (("unet", "unet", "ema_unet"), ("text_encoder", "encoder", "ema_encoder")):
-        load_weights(stage, modules[live], config)
-        modules[averaged].load_state_dict(modules[live].state_dict())
     meta = stage_meta("unet")
+    if mismatch := differing(meta["config"], config, MUST_MATCH):
+        print(f"unet: the committed weights were trained for another {mismatch}; training from scratch",
+              file=sys.stderr)
+        return 0, 0.0
+    for stage, live, averaged in (("unet", "unet", "ema_unet"), ("text_encoder", "encoder", "ema_encoder")):
+        load_weights(stage, modules[live], config, MUST_MATCH)
+        modules[averaged].load_state_dict(modules[live].state_dict())
     print(f"unet: no checkpoint in {RUNS_DIR / 'unet'}; going on from the committed weights", file=sys.stderr)
     return meta["steps"], float(meta["train_seconds"])
 
@@ -136,7 +158,10 @@ def training_captions(records: list[dict], rng: random.Random, dropout: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=70.0, help="stop after this much training in all")
+    parser.add_argument("--minutes", type=float, default=115.0, help="the stage's budget: training minutes in all")
+    parser.add_argument("--stop-after", type=float, default=math.inf, metavar="MINUTES",
+                        help="end this run after MINUTES of training even if the budget is not spent, and commit "
+                             "the weights so far (the learning-rate schedule still follows --minutes)")
     args = parser.parse_args()
     threads = set_threads()
     seed_everything(RECIPE["seed"])
@@ -156,17 +181,21 @@ def main() -> None:
     parameters = list(encoder.parameters()) + list(unet.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=RECIPE["lr"], weight_decay=0.01)
     ema_unet, ema_encoder = Ema(unet, RECIPE["ema"]), Ema(encoder, RECIPE["ema"])
-    config = {"model": {"unet": UNET_CONFIG, "encoder": text.ENCODER_CONFIG, "vocab": tokenizer.vocab_size},
-              "noise": NOISE_SCHEDULE, "recipe": RECIPE}
-    run = Run("unet", config)
+    config = stage_config(tokenizer.vocab_size)
+    run = Run("unet", config, must_match=MUST_MATCH)
     modules = {"unet": unet, "encoder": encoder, "ema_unet": ema_unet.shadow, "ema_encoder": ema_encoder.shadow}
     step, seconds = run.resume(modules, optimizer)
+    # The learning rate warms up from a fresh optimizer's start (step 0, or the committed weights); a
+    # resumed checkpoint restores Adam's moments, so it goes on at full rate.
+    warm_from = 0
     if step == 0:
         step, seconds = continue_from_committed(modules, config)
-    first_step = step
+        warm_from = step
+    first_step, first_seconds = step, seconds
     batches = BatchSampler(records)
     caption_rng = random.Random(f"{RECIPE['seed']}:{step}")
     budget = args.minutes * 60.0
+    stop_at = min(budget, seconds + args.stop_after * 60.0)
     count = sum(p.numel() for p in unet.parameters()) / 1e6, sum(p.numel() for p in encoder.parameters()) / 1e6
     print(f"unet: {count[0]:.2f} M + text encoder {count[1]:.2f} M parameters, {len(records)} records, "
           f"{threads} threads, resuming at step {step} ({seconds / 60:.1f} min done)", file=sys.stderr)
@@ -174,7 +203,7 @@ def main() -> None:
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="unet")
     unet.train()
     encoder.train()
-    while seconds < budget:
+    while seconds < stop_at:
         started = time.monotonic()
         index = batches(RECIPE["batch"])
         latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling
@@ -191,7 +220,7 @@ def main() -> None:
         weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
         loss = (per_sample * weights).mean()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(RECIPE, step - first_step, seconds / budget)
+            group["lr"] = learning_rate(RECIPE, step - warm_from, seconds / budget)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -210,11 +239,13 @@ def main() -> None:
             run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
-    meta = {"steps": step, "train_seconds": round(seconds), "threads": threads,
-            "images_seen": step * RECIPE["batch"]}
+    meta = {"steps": step, "train_seconds": round(seconds), "budget_minutes": args.minutes,
+            "finished": seconds >= budget, "threads": threads, "images_seen": step * RECIPE["batch"]}
     save_weights("text_encoder", ema_encoder.shadow, config, meta)
     path = save_weights("unet", ema_unet.shadow, config, meta)
-    print(f"unet: {step} steps in {seconds / 60:.1f} min; wrote {path}", file=sys.stderr)
+    left = "" if meta["finished"] else f", {(budget - seconds) / 60:.1f} of the {args.minutes:g}-minute budget left"
+    print(f"unet: {step} steps in {seconds / 60:.1f} min ({step - first_step} in this run, "
+          f"{(seconds - first_seconds) / 60:.1f} min){left}; wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
