@@ -216,7 +216,7 @@ def main() -> None:
     timing = None if args.skip_worker else worker_timing(defaults)
     results = {"defaults": defaults, "targets_percent": TARGETS, "prompts": len(records), "rows": rows,
                "judge": stage_meta("classifier"), "training": {s: _stage_timing(s) for s in
-               ("vae", "vae_decoder", "esrgan", "text_encoder", "unet", "classifier")}, "worker_one_image": timing,
+               ("vae", "esrgan", "text_encoder", "unet", "classifier")}, "worker_one_image": timing,
                "machine": machine()}
     (TRAINING_DIR / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (TRAINING_DIR / "RESULTS.md").write_text(report.render(results))

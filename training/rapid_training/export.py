@@ -208,7 +208,7 @@ def main() -> None:
         write_json(staging / "export.json", {
             "onnx_max_abs_diff": checks,
             "stages": {stage: {k: v for k, v in stage_meta(stage).items() if k != "config"}
-                       for stage in ("vae", "vae_decoder", "text_encoder", "unet", "esrgan")},
+                       for stage in ("vae", "text_encoder", "unet", "esrgan")},
         })
         if out.exists():
             shutil.rmtree(out)

@@ -21,7 +21,7 @@ from diffusers import (
 )
 from transformers import BertTokenizer
 
-from . import text, train_decoder, train_unet
+from . import text, train_unet, train_vae
 from .checkpoint import load_weights, stage_meta
 
 # The worker's sampler names (`--sampler`) and the diffusers classes they reproduce.
@@ -70,7 +70,7 @@ def load(random_weights: bool = False) -> Model:
         load_weights("text_encoder", encoder, config, train_unet.MUST_MATCH)
         load_weights("unet", unet, config, train_unet.MUST_MATCH)
         round_to_half(unet)
-    vae = train_decoder.load()
+    vae = train_vae.load()
     # register_to_config, not attribute assignment: an attribute set on the frozen config shadows the
     # value diffusers' pipeline reads but not the one save_config writes.
     vae.register_to_config(scaling_factor=stage_meta("vae")["scaling_factor"])
