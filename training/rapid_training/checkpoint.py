@@ -73,7 +73,8 @@ class Run:
         except Exception as error:  # a truncated or foreign file: say which and how to start over
             raise StageError(f"{self.checkpoint}: cannot load ({error}); delete it to start this stage over")
         if mismatch := differing(state.get("config", {}), self.config, self.must_match):
-            raise StageError(f"{self.checkpoint}: was written for another {mismatch}; delete it to start this stage over")
+            raise StageError(f"{self.checkpoint}: does not match this stage's config in {mismatch}; delete it to start "
+                             "this stage over")
         for name, module in modules.items():
             module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
@@ -120,7 +121,7 @@ def differing(theirs: dict, ours: dict, keys: tuple[str, ...]) -> str | None:
     """The first of `keys` whose entry differs between two configs, described with both values."""
     for key in keys:
         if theirs.get(key) != ours.get(key):
-            return f"{key} ({theirs.get(key)} ≠ {ours.get(key)})"
+            return f"`{key}` ({theirs.get(key)} ≠ {ours.get(key)})"
     return None
 
 
@@ -133,7 +134,7 @@ def load_weights(stage: str, module: torch.nn.Module, config: dict, must_match: 
         raise StageError(f"{path}: missing; train the `{stage}` stage first (`make -C training {stage}`)")
     meta = json.loads(meta_path.read_text())
     if mismatch := differing(meta["config"], config, must_match):
-        raise StageError(f"{meta_path}: was trained for another {mismatch}; retrain `{stage}`")
+        raise StageError(f"{meta_path}: does not match what this code builds in {mismatch}; retrain `{stage}`")
     try:
         module.load_state_dict(load_file(path))
     except Exception as error:

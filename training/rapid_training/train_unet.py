@@ -142,7 +142,7 @@ def continue_from_committed(modules: dict[str, torch.nn.Module], config: dict) -
         return 0, 0.0
     meta = stage_meta("unet")
     if mismatch := differing(meta["config"], config, MUST_MATCH):
-        print(f"unet: the committed weights were trained for another {mismatch}; training from scratch",
+        print(f"unet: the committed weights do not match this stage's config in {mismatch}; training from scratch",
               file=sys.stderr)
         return 0, 0.0
     for stage, live, averaged in (("unet", "unet", "ema_unet"), ("text_encoder", "encoder", "ema_encoder")):
