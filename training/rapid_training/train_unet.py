@@ -1,4 +1,4 @@
-"""Run with: .venv-fixtures/bin/python -m rapid_training.train_unet [--minutes 70] (from training/).
+"""Run with: .venv-fixtures/bin/python -m rapid_training.train_unet [--minutes 115] [--stop-after M] (from training/).
 
 Stage 2: the text encoder and a small cross-attention U-Net (diffusers' UNet2DConditionModel),
 trained together from scratch on the VAE's latents: ε-prediction on Stable Diffusion's noise schedule,
@@ -14,9 +14,11 @@ those weights with a fresh optimizer: the committed EMA weights are both the liv
 start, and the clock and step count carry on from their metadata, so `--minutes` is always the
 stage's total. `--stop-after` ends a run early (a session's share of a longer budget) and commits the
 EMA weights so far, marked unfinished; the export refuses them until a later run has spent the budget.
-Weights or a checkpoint made on another VAE's latents are never continued: they mean nothing here. The learning rate warms up after every
-(re)start, holds, then follows a cosine down over the last part of the budget. Dishes are a seventh of
-the records but drawn for `dish_share` of each batch: menu dishes are many classes with few images.
+Weights or a checkpoint made on another VAE's latents are never continued: they mean nothing here.
+The learning rate warms up from each fresh optimizer (a resumed checkpoint restores Adam's moments
+and goes on at full rate), holds, then follows a cosine down over the last part of the budget.
+Dishes are a seventh of the records but drawn for `dish_share` of each batch: menu dishes are many
+classes with few images.
 """
 
 import argparse
