@@ -72,7 +72,7 @@ def store_half_exact_weights(path: Path) -> int:
     what makes them exact here; constants that are not (e.g. the timestep frequencies) stay float32."""
     model = onnx.load(str(path))
     graph = model.graph
-    casts, kept, count = [], [], 0
+    casts, kept = [], []
     for initializer in graph.initializer:
         values = numpy_helper.to_array(initializer)
         half = values.astype(np.float16)
@@ -82,14 +82,13 @@ def store_half_exact_weights(path: Path) -> int:
         stored = numpy_helper.from_array(half, f"{initializer.name}.fp16")
         kept.append(stored)
         casts.append(helper.make_node("Cast", [stored.name], [initializer.name], to=onnx.TensorProto.FLOAT))
-        count += 1
     del graph.initializer[:]
     graph.initializer.extend(kept)
     nodes = casts + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.save(model, str(path))
-    return count
+    return len(casts)
 
 
 def export(module: torch.nn.Module, feeds: dict[str, np.ndarray], outputs: list[str], dynamic: dict, path: Path,
