@@ -275,14 +275,14 @@ mod tests {
     #[test]
     fn the_example_s_defaults_load_as_typed_values() {
         let file: SchedulerFile = rapid_fleet::config::load(Path::new(EXAMPLE)).unwrap();
-        assert_eq!(file.scheduler.defaults.sampler, Sampler::Euler);
+        assert_eq!(file.scheduler.defaults.sampler, Sampler::DpmSolverMultistep);
         assert_eq!(file.scheduler.defaults.format, ImageFormat::Png);
     }
 
     #[test]
     fn a_misspelt_default_fails_at_load_naming_the_key_and_the_file() {
-        let error = load_error("sampler = \"euler\"", "sampler = \"eulr\"");
-        assert!(error.contains("`eulr` is not one of pndm, ddim, euler, euler-a, dpmpp-2m"), "{error}");
+        let error = load_error("sampler = \"dpmpp-2m\"", "sampler = \"dpmpp-3m\"");
+        assert!(error.contains("`dpmpp-3m` is not one of pndm, ddim, euler, euler-a, dpmpp-2m"), "{error}");
         assert!(error.contains("scheduler.defaults.sampler"), "{error}");
 
         let error = load_error("format = \"png\"", "format = \"gif\"");
