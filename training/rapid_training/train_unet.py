@@ -1,4 +1,4 @@
-"""Run with: .venv-fixtures/bin/python -m rapid_training.train_unet [--minutes 115] [--stop-after M] (from training/).
+"""Run with: .venv-fixtures/bin/python -m rapid_training.train_unet [--minutes 105] [--stop-after M] (from training/).
 
 Stage 2: the text encoder and a small cross-attention U-Net (diffusers' UNet2DConditionModel),
 trained together from scratch on the VAE's latents: ε-prediction on Stable Diffusion's noise schedule,
@@ -160,7 +160,7 @@ def training_captions(records: list[dict], rng: random.Random, dropout: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=115.0, help="the stage's budget: training minutes in all")
+    parser.add_argument("--minutes", type=float, default=105.0, help="the stage's budget: training minutes in all")
     parser.add_argument("--stop-after", type=float, default=math.inf, metavar="MINUTES",
                         help="end this run after MINUTES of training even if the budget is not spent, and commit "
                              "the weights so far (the learning-rate schedule still follows --minutes)")
