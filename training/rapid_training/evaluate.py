@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from . import captions, classifier, data, pipeline, report, vocab
+from . import captions, classifier, data, pipeline, report, train_vae, vocab
 from .checkpoint import TRAINING_DIR, StageError, stage_meta
 
 REPO = TRAINING_DIR.parent
@@ -123,11 +123,8 @@ class Judge:
 @torch.no_grad()
 def reconstruct(vae, images: np.ndarray) -> np.ndarray:
     """uint8 images through the VAE's posterior mode and back, as uint8."""
-    out = []
-    for start in range(0, len(images), 256):
-        decoded = vae.decode(vae.encode(data.to_tensor_range(images[start : start + 256])).latent_dist.mode()).sample
-        out.append(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
+    return np.concatenate([((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+                           for _, _, recon in train_vae.round_trips(vae, images)])
 
 
 def generate(model, records, language, *, sampler, steps, guidance, knowledge=True, batch=128) -> np.ndarray:
