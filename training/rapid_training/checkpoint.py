@@ -15,6 +15,8 @@ import json
 import math
 import os
 import random
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,30 @@ WEIGHTS_DIR = TRAINING_DIR / "weights"
 
 class StageError(Exception):
     """A stage cannot go on: the message names the file and what to do."""
+
+
+class Interrupt:
+    """Ctrl-C (SIGINT) or SIGTERM, caught for the rest of a stage's run: the stage stops after its
+    current step and saves its checkpoint, instead of losing the minutes since the last one (up to
+    `Run.every_seconds`). A second signal acts as usual, at once; the checkpoint on disk stays whole."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.requested = False
+        self.previous: dict = {}
+
+    @classmethod
+    def catch(cls, stage: str) -> "Interrupt":
+        interrupt = cls(stage)
+        interrupt.previous = {sig: signal.signal(sig, interrupt._request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return interrupt
+
+    def _request(self, signum: int, frame) -> None:
+        self.requested = True
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        print(f"\n{self.stage}: {signal.Signals(signum).name}: stopping after this step and saving; press Ctrl-C "
+              "again to stop at once", file=sys.stderr, flush=True)
 
 
 class Ema:

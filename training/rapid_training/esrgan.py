@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import Ema, Run, StageError, save_weights, seed_everything, set_threads
+from .checkpoint import Ema, Interrupt, Run, StageError, save_weights, seed_everything, set_threads
 
 
 class ResidualDenseBlock_5C(nn.Module):
@@ -175,7 +175,8 @@ def main() -> None:
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="esrgan")
     net.train()
     crop = RECIPE["crop"]
-    while seconds < budget:
+    interrupt = Interrupt.catch("esrgan")
+    while seconds < budget and not interrupt.requested:
         started = time.monotonic()
         index = np.random.randint(0, len(train_hr), RECIPE["batch"])
         y, x = np.random.randint(0, 256 - crop + 1, 2) // 4 * 4
@@ -197,6 +198,9 @@ def main() -> None:
             run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
+    if interrupt.requested:
+        sys.exit(f"esrgan: stopped at step {step} ({seconds / 60:.1f} of {args.minutes:g} min), checkpoint saved; "
+                 "run the stage again to go on")
     after = heldout_psnr(ema.shadow.eval(), held_hr)
     path = save_weights("esrgan", ema.shadow, {"model": CONFIG, "recipe": RECIPE},
                         {"heldout_psnr_db": {**before, "trained": after}, "steps": step, "train_seconds": round(seconds),

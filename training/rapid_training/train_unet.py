@@ -14,6 +14,7 @@ those weights with a fresh optimizer: the committed EMA weights are both the liv
 start, and the clock and step count carry on from their metadata, so `--minutes` is always the
 stage's total. `--stop-after` ends a run early (a session's share of a longer budget) and commits the
 EMA weights so far, marked unfinished; the export refuses them until a later run has spent the budget.
+Ctrl-C (or SIGTERM) does the same after the current step, so stopping loses nothing.
 Weights or a checkpoint made on another VAE's latents are never continued: they mean nothing here.
 The learning rate warms up from each fresh optimizer (a resumed checkpoint restores Adam's moments
 and goes on at full rate), holds, then follows a cosine down over the last part of the budget.
@@ -36,8 +37,8 @@ from tqdm import tqdm
 
 from . import captions, data, text, train_vae
 from .checkpoint import (
-    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Run, StageError, differing, learning_rate, load_weights, save_weights,
-    seed_everything, set_threads, stage_meta,
+    RUNS_DIR, TRAINING_DIR, WEIGHTS_DIR, Ema, Interrupt, Run, StageError, differing, learning_rate, load_weights,
+    save_weights, seed_everything, set_threads, stage_meta,
 )
 
 UNET_CONFIG = dict(
@@ -205,7 +206,8 @@ def main() -> None:
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="unet")
     unet.train()
     encoder.train()
-    while seconds < stop_at:
+    interrupt = Interrupt.catch("unet")
+    while seconds < stop_at and not interrupt.requested:
         started = time.monotonic()
         index = batches(RECIPE["batch"])
         latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling

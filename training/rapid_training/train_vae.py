@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import data
 from .checkpoint import (
-    Ema, Run, StageError, learning_rate, load_weights, save_weights, seed_everything, set_threads,
+    Ema, Interrupt, Run, StageError, learning_rate, load_weights, save_weights, seed_everything, set_threads,
 )
 
 # 1.5–2× the first VAE's width (32/64/64): its decoder (0.6 M parameters) stopped improving within
@@ -142,7 +142,8 @@ def main() -> None:
 
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="vae")
     vae.train()
-    while seconds < budget:
+    interrupt = Interrupt.catch("vae")
+    while seconds < budget and not interrupt.requested:
         started = time.monotonic()
         index = np.random.randint(0, len(images), RECIPE["batch"])
         x = data.to_tensor_range(images[index])
@@ -176,6 +177,9 @@ def main() -> None:
             run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
+    if interrupt.requested:
+        sys.exit(f"vae: stopped at step {step} ({seconds / 60:.1f} of {args.minutes:g} min), checkpoint saved; "
+                 "run the stage again to go on")
 
     shipped = ema.shadow.eval()
     factor = scaling_factor(shipped, images)
