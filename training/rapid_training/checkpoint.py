@@ -34,27 +34,35 @@ class StageError(Exception):
 
 
 class Interrupt:
-    """Ctrl-C (SIGINT) or SIGTERM, caught for the rest of a stage's run: the stage stops after its
-    current step and saves its checkpoint, instead of losing the minutes since the last one (up to
-    `Run.every_seconds`). A second signal acts as usual, at once; the checkpoint on disk stays whole."""
+    """Within `with Interrupt(stage)`, around a stage's training loop: Ctrl-C (SIGINT) or SIGTERM
+    asks the loop to stop after its current step, so the stage saves its checkpoint instead of losing
+    the minutes since the last one (up to `Run.every_seconds`). A second signal, or one after the
+    loop, acts as usual, at once; the checkpoint on disk stays whole either way."""
 
     def __init__(self, stage: str):
         self.stage = stage
         self.requested = False
         self.previous: dict = {}
 
-    @classmethod
-    def catch(cls, stage: str) -> "Interrupt":
-        interrupt = cls(stage)
-        interrupt.previous = {sig: signal.signal(sig, interrupt._request) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return interrupt
+    def __enter__(self) -> "Interrupt":
+        self.previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _request(self, signum: int, frame) -> None:
         self.requested = True
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        self.__exit__()
         print(f"\n{self.stage}: {signal.Signals(signum).name}: stopping after this step and saving; press Ctrl-C "
               "again to stop at once", file=sys.stderr, flush=True)
+
+    def exit_if_requested(self, step: int, seconds: float, minutes: float) -> None:
+        """For a stage that commits only finished weights: ends the process once the checkpoint is saved."""
+        if self.requested:
+            sys.exit(f"{self.stage}: stopped at step {step} ({seconds / 60:.1f} of {minutes:g} min), checkpoint "
+                     "saved; run the stage again to go on")
 
 
 class Ema:

@@ -175,32 +175,30 @@ def main() -> None:
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="esrgan")
     net.train()
     crop = RECIPE["crop"]
-    interrupt = Interrupt.catch("esrgan")
-    while seconds < budget and not interrupt.requested:
-        started = time.monotonic()
-        index = np.random.randint(0, len(train_hr), RECIPE["batch"])
-        y, x = np.random.randint(0, 256 - crop + 1, 2) // 4 * 4
-        hr = torch.from_numpy(train_hr[index, y : y + crop, x : x + crop]).permute(0, 3, 1, 2).float() / 255.0
-        loss = F.l1_loss(net(downsample(hr)), hr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        ema.update(net, step)
-        seconds += time.monotonic() - started
-        bar.update(round(min(seconds, budget)) - bar.n)
-        if step % 25 == 0:
-            run.log({"step": step, "seconds": round(seconds, 1), "l1": loss.item()})
-            bar.set_postfix(step=step, l1=f"{loss.item():.4f}")
-        if not math.isfinite(loss.item()):
-            raise StageError(f"esrgan: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
-        if run.due():
-            run.save(modules, optimizer, step, seconds)
+    with Interrupt("esrgan") as interrupt:
+        while seconds < budget and not interrupt.requested:
+            started = time.monotonic()
+            index = np.random.randint(0, len(train_hr), RECIPE["batch"])
+            y, x = np.random.randint(0, 256 - crop + 1, 2) // 4 * 4
+            hr = torch.from_numpy(train_hr[index, y : y + crop, x : x + crop]).permute(0, 3, 1, 2).float() / 255.0
+            loss = F.l1_loss(net(downsample(hr)), hr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            ema.update(net, step)
+            seconds += time.monotonic() - started
+            bar.update(round(min(seconds, budget)) - bar.n)
+            if step % 25 == 0:
+                run.log({"step": step, "seconds": round(seconds, 1), "l1": loss.item()})
+                bar.set_postfix(step=step, l1=f"{loss.item():.4f}")
+            if not math.isfinite(loss.item()):
+                raise StageError(f"esrgan: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
+            if run.due():
+                run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
-    if interrupt.requested:
-        sys.exit(f"esrgan: stopped at step {step} ({seconds / 60:.1f} of {args.minutes:g} min), checkpoint saved; "
-                 "run the stage again to go on")
+    interrupt.exit_if_requested(step, seconds, args.minutes)
     after = heldout_psnr(ema.shadow.eval(), held_hr)
     path = save_weights("esrgan", ema.shadow, {"model": CONFIG, "recipe": RECIPE},
                         {"heldout_psnr_db": {**before, "trained": after}, "steps": step, "train_seconds": round(seconds),

@@ -206,41 +206,41 @@ def main() -> None:
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="unet")
     unet.train()
     encoder.train()
-    interrupt = Interrupt.catch("unet")
-    while seconds < stop_at and not interrupt.requested:
-        started = time.monotonic()
-        index = batches(RECIPE["batch"])
-        latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling
-        prompts = training_captions([records[i] for i in index], caption_rng, RECIPE["caption_dropout"])
-        knows = [caption_rng.random() < RECIPE["knowledge_rate"] for _ in prompts]
-        ids, vectors = conditioning(prompts, knows)
-        epsilon = torch.randn_like(latents)
-        timesteps = torch.randint(0, NOISE_SCHEDULE["num_train_timesteps"], (len(index),))
-        noisy = noise.add_noise(latents, epsilon, timesteps)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=RECIPE["bf16"]):
-            states = encoder(ids, vectors)
-            predicted = unet(noisy, timesteps, states).sample
-        per_sample = F.mse_loss(predicted.float(), epsilon, reduction="none").mean(dim=(1, 2, 3))
-        weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
-        loss = (per_sample * weights).mean()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(RECIPE, step - warm_from, seconds / budget)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        step += 1
-        ema_unet.update(unet, step)
-        ema_encoder.update(encoder, step)
-        seconds += time.monotonic() - started
-        bar.update(round(min(seconds, budget)) - bar.n)
-        if step % 25 == 0:
-            run.log({"step": step, "seconds": round(seconds, 1), "loss": loss.item(), "mse": per_sample.mean().item()})
-            bar.set_postfix(step=step, loss=f"{loss.item():.4f}")
-        if not math.isfinite(loss.item()):
-            raise StageError(f"unet: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
-        if run.due():
-            run.save(modules, optimizer, step, seconds)
+    with Interrupt("unet") as interrupt:
+        while seconds < stop_at and not interrupt.requested:
+            started = time.monotonic()
+            index = batches(RECIPE["batch"])
+            latents = (mean[index] + std[index] * torch.randn_like(std[index])) * scaling
+            prompts = training_captions([records[i] for i in index], caption_rng, RECIPE["caption_dropout"])
+            knows = [caption_rng.random() < RECIPE["knowledge_rate"] for _ in prompts]
+            ids, vectors = conditioning(prompts, knows)
+            epsilon = torch.randn_like(latents)
+            timesteps = torch.randint(0, NOISE_SCHEDULE["num_train_timesteps"], (len(index),))
+            noisy = noise.add_noise(latents, epsilon, timesteps)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=RECIPE["bf16"]):
+                states = encoder(ids, vectors)
+                predicted = unet(noisy, timesteps, states).sample
+            per_sample = F.mse_loss(predicted.float(), epsilon, reduction="none").mean(dim=(1, 2, 3))
+            weights = torch.clamp(snr[timesteps], max=RECIPE["min_snr_gamma"]) / snr[timesteps]
+            loss = (per_sample * weights).mean()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(RECIPE, step - warm_from, seconds / budget)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            step += 1
+            ema_unet.update(unet, step)
+            ema_encoder.update(encoder, step)
+            seconds += time.monotonic() - started
+            bar.update(round(min(seconds, budget)) - bar.n)
+            if step % 25 == 0:
+                run.log({"step": step, "seconds": round(seconds, 1), "loss": loss.item(), "mse": per_sample.mean().item()})
+                bar.set_postfix(step=step, loss=f"{loss.item():.4f}")
+            if not math.isfinite(loss.item()):
+                raise StageError(f"unet: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
+            if run.due():
+                run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
     meta = {"steps": step, "train_seconds": round(seconds), "budget_minutes": args.minutes,

@@ -142,44 +142,42 @@ def main() -> None:
 
     bar = tqdm(total=round(budget), initial=round(min(seconds, budget)), unit="s", desc="vae")
     vae.train()
-    interrupt = Interrupt.catch("vae")
-    while seconds < budget and not interrupt.requested:
-        started = time.monotonic()
-        index = np.random.randint(0, len(images), RECIPE["batch"])
-        x = data.to_tensor_range(images[index])
-        # bf16 autocast: 1.7x the images per second of fp32 on an AMX Xeon (measured here); the U-Net
-        # stage gains nothing from it and stays fp32.
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=RECIPE["bf16"]):
-            posterior = vae.encode(x).latent_dist
-            recon = vae.decode(posterior.sample()).sample
-        terms = losses(recon.float(), x)
-        kl = posterior.kl().mean()
-        loss = (terms["l1"] + RECIPE["colour_weight"] * terms["colour_l1"] + RECIPE["edge_weight"] * terms["edge_l1"]
-                + RECIPE["kl_weight"] * kl)
-        for group in optimizer.param_groups:
-            # Warm-up only from step 0: a resumed run restores Adam's moments with the weights.
-            group["lr"] = learning_rate(RECIPE, step, seconds / budget)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        ema.update(vae, step)
-        seconds += time.monotonic() - started
-        bar.update(round(min(seconds, budget)) - bar.n)
-        if step % 25 == 0:
-            usage = channel_usage(posterior.mean.detach().float(), posterior.std.detach().float())
-            run.log({"step": step, "seconds": round(seconds, 1), **{k: v.item() for k, v in terms.items()},
-                     "kl": kl.item(), "channels": usage})
-            bar.set_postfix(step=step, l1=f"{terms['l1'].item():.4f}")
-        if not math.isfinite(loss.item()):
-            raise StageError(f"vae: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
-        if run.due():
-            run.save(modules, optimizer, step, seconds)
+    with Interrupt("vae") as interrupt:
+        while seconds < budget and not interrupt.requested:
+            started = time.monotonic()
+            index = np.random.randint(0, len(images), RECIPE["batch"])
+            x = data.to_tensor_range(images[index])
+            # bf16 autocast: 1.7x the images per second of fp32 on an AMX Xeon (measured here); the U-Net
+            # stage gains nothing from it and stays fp32.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=RECIPE["bf16"]):
+                posterior = vae.encode(x).latent_dist
+                recon = vae.decode(posterior.sample()).sample
+            terms = losses(recon.float(), x)
+            kl = posterior.kl().mean()
+            loss = (terms["l1"] + RECIPE["colour_weight"] * terms["colour_l1"] + RECIPE["edge_weight"] * terms["edge_l1"]
+                    + RECIPE["kl_weight"] * kl)
+            for group in optimizer.param_groups:
+                # Warm-up only from step 0: a resumed run restores Adam's moments with the weights.
+                group["lr"] = learning_rate(RECIPE, step, seconds / budget)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            ema.update(vae, step)
+            seconds += time.monotonic() - started
+            bar.update(round(min(seconds, budget)) - bar.n)
+            if step % 25 == 0:
+                usage = channel_usage(posterior.mean.detach().float(), posterior.std.detach().float())
+                run.log({"step": step, "seconds": round(seconds, 1), **{k: v.item() for k, v in terms.items()},
+                         "kl": kl.item(), "channels": usage})
+                bar.set_postfix(step=step, l1=f"{terms['l1'].item():.4f}")
+            if not math.isfinite(loss.item()):
+                raise StageError(f"vae: loss became {loss.item()} at step {step}; lower the learning rate in RECIPE")
+            if run.due():
+                run.save(modules, optimizer, step, seconds)
     bar.close()
     run.save(modules, optimizer, step, seconds)
-    if interrupt.requested:
-        sys.exit(f"vae: stopped at step {step} ({seconds / 60:.1f} of {args.minutes:g} min), checkpoint saved; "
-                 "run the stage again to go on")
+    interrupt.exit_if_requested(step, seconds, args.minutes)
 
     shipped = ema.shadow.eval()
     factor = scaling_factor(shipped, images)
